@@ -1,0 +1,19 @@
+"""The exceptions hydra-cache raises.
+
+Every message is one line that names the config key (or path) at fault and says how to fix it.
+All exceptions pickle, because Hydra moves them across joblib and submitit worker boundaries.
+"""
+
+from __future__ import annotations
+
+
+class HydraCacheError(Exception):
+    """Base class of every hydra-cache error."""
+
+
+class ConfigError(HydraCacheError, ValueError):
+    """The composed config cannot give a cache dir: a bad node, value, setting or root."""
+
+
+class LockTimeout(HydraCacheError, TimeoutError):
+    """``get_or_build(timeout=...)`` gave up waiting for another process's build."""

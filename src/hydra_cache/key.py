@@ -1,0 +1,371 @@
+"""Config node -> canonical payload -> digest.
+
+This module is pure: it reads an OmegaConf tree and returns data. It never touches a disk and
+never imports Hydra, so a key can be derived (and tested) anywhere, and what is or is not in a
+key is decided in exactly one place.
+
+The payload is JSON with sorted keys, so a key does not depend on YAML key order, flow or block
+style, ``PYTHONHASHSEED`` or the process. JSON keeps ``1``, ``1.0``, ``true``, ``"1"`` and
+``null`` distinct, and writes floats by their shortest round-tripping ``repr``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import PurePath
+from typing import Any, Union
+
+from omegaconf import Container, DictConfig, ListConfig, Node
+from omegaconf._utils import split_key
+from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
+
+from hydra_cache.errors import ConfigError
+
+#: Bump whenever the payload layout or the conversion of any value changes: every key changes.
+SCHEMA_VERSION = 1
+#: Length of the key used in paths; the full SHA-256 is kept in the entry's metadata.
+KEY_LENGTH = 16
+#: Nodes that never join a key (the ``hydra_cache`` node joins through its ``salt`` only).
+ALWAYS_EXCLUDED = frozenset({"hydra", "hydra_cache"})
+REDACTED = "<redacted>"
+
+_VOLATILE = re.compile(
+    r"\$\{\s*(?:now\s*:|hydra\s*:\s*(?:runtime\.output_dir|job\.num|job\.id|run\.dir"
+    r"|sweep\.dir|sweep\.subdir))"
+)
+_FROM_ENV = re.compile(r"\$\{\s*oc\.env\s*:")
+_SECRET_WORDS = frozenset(
+    {"password", "passwd", "pwd", "passphrase", "secret", "secrets", "token", "tokens",
+     "apikey", "credential", "credentials", "auth", "privatekey", "accesskey", "secretkey"}
+)
+_WORD_SPLIT = re.compile(r"[^a-z0-9]+")
+_SECRET_PAIRS = ("api_key", "api-key", "access_key", "private_key", "secret_key")
+
+_deriving: contextvars.ContextVar[bool] = contextvars.ContextVar("hydra_cache_deriving",
+                                                                  default=False)
+
+PathStep = Union[str, int]
+
+
+class SelfReferenceError(InterpolationResolutionError):
+    """Raised by ``${cache_dir:}`` while a key is being derived.
+
+    A value that is (or is derived from) a cache dir must not join any key: the path is a
+    function of the key, so hashing it would recurse forever. The walker catches this and
+    leaves the value out.
+    """
+
+
+def raise_if_deriving() -> None:
+    """Called first by the resolver: inside a derivation, a cache dir is never hashed."""
+    if _deriving.get():
+        raise SelfReferenceError("a cache_dir value is never part of a key")
+
+
+@contextmanager
+def _derivation() -> Iterator[None]:
+    token = _deriving.set(True)
+    try:
+        yield
+    finally:
+        _deriving.reset(token)
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a config key looks like it holds a credential (its value is never shown)."""
+    lowered = name.lower()
+    if any(pair in lowered for pair in _SECRET_PAIRS):
+        return True
+    return any(word in _SECRET_WORDS for word in _WORD_SPLIT.split(lowered))
+
+
+def child_path(parent: str, step: PathStep) -> str:
+    """The dotted key of a child, spelled as OmegaConf spells full keys."""
+    if isinstance(step, int):
+        return f"{parent}[{step}]"
+    return f"{parent}.{step}" if parent else str(step)
+
+
+@dataclass
+class Snapshot:
+    """Identity of every node a derivation read, to tell cheaply whether it still holds.
+
+    Re-deriving a key resolves every leaf; checking a snapshot only compares object
+    identities and re-resolves the interpolated leaves, so a memoized path stays exact even
+    when the config is changed after the first access.
+    """
+
+    containers: list[tuple[Container, Any, int]] = field(default_factory=list)
+    values: list[tuple[Any, PathStep, Node, Any]] = field(default_factory=list)
+    interpolations: list[tuple[Node, Any]] = field(default_factory=list)
+    exact: bool = True
+
+    def is_current(self) -> bool:
+        if not self.exact:
+            return False
+        for container, content, size in self.containers:
+            if container.__dict__["_content"] is not content or len(content) != size:
+                return False
+        try:
+            for content, step, node, raw in self.values:
+                if content[step] is not node or node._value() is not raw:
+                    return False
+        except (KeyError, IndexError):
+            return False
+        with _derivation():
+            for node, expected in self.interpolations:
+                try:
+                    value = _leaf(node._dereference_node()._value(), "")
+                except Exception:
+                    return False
+                if type(value) is not type(expected) or value != expected:
+                    return False
+        return True
+
+
+@dataclass(frozen=True)
+class DerivedKey:
+    """The result of one derivation: the key and everything needed to explain it."""
+
+    key: str
+    digest: str
+    payload: dict[str, Any]
+    #: Dotted keys whose values must never be shown (secret-looking names, environment values).
+    redacted_paths: frozenset[str]
+    #: Dotted keys whose values change on every run (the key then misses on every run).
+    volatile: tuple[str, ...]
+    #: Dotted keys left out because they are (or derive from) a cache dir.
+    derived_from_cache_dir: tuple[str, ...]
+    snapshot: Snapshot
+
+    def redacted_payload(self) -> dict[str, Any]:
+        """The payload with every secret value replaced, safe for manifests, journals, logs."""
+        if not self.redacted_paths:
+            return self.payload
+        redacted = dict(self.payload)
+        redacted["nodes"] = {
+            name: _redact(value, name, self.redacted_paths)
+            for name, value in self.payload["nodes"].items()
+        }
+        return redacted
+
+
+def _redact(value: Any, path: str, paths: frozenset[str]) -> Any:
+    if path in paths:
+        return REDACTED
+    if isinstance(value, dict):
+        return {k: _redact(v, child_path(path, k), paths) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v, child_path(path, i), paths) for i, v in enumerate(value)]
+    return value
+
+
+def canonical_json(payload: Any) -> str:
+    """The one serialisation every digest is taken over."""
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=True)
+
+
+def digest_of(payload: Any) -> str:
+    return hashlib.sha256(canonical_json(payload).encode("ascii")).hexdigest()
+
+
+def derive(
+    root: Container,
+    nodes: Sequence[str],
+    *,
+    exclude: Iterable[str] = (),
+    salt: Any = None,
+) -> DerivedKey:
+    """Derive the key of the entry made of ``nodes`` (absolute dotted keys; ``""`` = root)."""
+    walker = _Walker(frozenset(exclude) | ALWAYS_EXCLUDED)
+    hashed: dict[str, Any] = {}
+    with _derivation():
+        for name in nodes:
+            node = walker.locate(root, name)
+            value = walker.walk(node, name, secret=False)
+            hashed[name or "."] = None if value is _SKIP else value
+    payload = {"schema": SCHEMA_VERSION, "salt": salt, "nodes": hashed}
+    digest = digest_of(payload)
+    return DerivedKey(
+        key=digest[:KEY_LENGTH],
+        digest=digest,
+        payload=payload,
+        redacted_paths=frozenset(walker.redacted),
+        volatile=tuple(walker.volatile),
+        derived_from_cache_dir=tuple(walker.derived),
+        snapshot=walker.snapshot,
+    )
+
+
+def read_node(root: Container, name: str) -> tuple[Any, Snapshot]:
+    """The resolved plain value of a top-level node (``None`` when absent), with its snapshot.
+
+    Used for the ``hydra_cache`` settings node, so that a memoized path also notices a
+    changed setting.
+    """
+    walker = _Walker(frozenset())
+    content = root.__dict__["_content"]
+    walker.snapshot.containers.append((root, content, len(content)))
+    if name not in content:
+        return None, walker.snapshot
+    with _derivation():
+        value = walker.walk(walker.locate(root, name), name, secret=False)
+    return (None if value is _SKIP else value), walker.snapshot
+
+
+class _Skip:
+    """Marks a value that does not join the payload."""
+
+
+_SKIP = _Skip()
+
+
+def _key_name(key: Any) -> str:
+    if isinstance(key, str):
+        return key
+    if isinstance(key, Enum):
+        return key.name
+    return f"{type(key).__name__}:{key!r}"
+
+
+def _leaf(value: Any, path: str) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, Enum):
+        return value.name
+    if isinstance(value, PurePath):
+        return str(value)
+    if isinstance(value, bytes):
+        return {"__bytes__": value.hex()}
+    raise ConfigError(
+        f"{path}: a value of type {type(value).__name__} cannot join a cache key; "
+        f"fix: use a plain YAML value there, or add '{path}' to hydra_cache.exclude"
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+class _Walker:
+    """One derivation's walk: the payload plus what it noticed on the way."""
+
+    def __init__(self, exclude: frozenset[str]) -> None:
+        self.exclude = exclude
+        self.redacted: list[str] = []
+        self.volatile: list[str] = []
+        self.derived: list[str] = []
+        self.snapshot = Snapshot()
+
+    def locate(self, root: Container, name: str) -> Node:
+        """The raw node at an absolute dotted key, recording each step for the snapshot."""
+        node: Node = root
+        path = ""
+        for part in split_key(name) if name else ():
+            if not isinstance(node, Container) or node._is_none() or node._is_missing():
+                break
+            content = node.__dict__["_content"]
+            step: PathStep = int(part) if isinstance(node, ListConfig) and part.isdigit() \
+                else part
+            try:
+                child = node._get_node(step, validate_access=False)
+            except (OmegaConfBaseException, KeyError, IndexError, TypeError):
+                child = None
+            if child is None:
+                break
+            assert isinstance(child, Node)
+            self.snapshot.values.append((content, step, child, child._value()))
+            node, path = child, child_path(path, step)
+        else:
+            return node
+        raise ConfigError(
+            f"node '{name}' does not exist in the config; fix: name an existing node "
+            f"(absolute dotted key, or '.x' relative to the node holding the interpolation)"
+        )
+
+    def walk(self, node: Node, path: str, *, secret: bool) -> Any:
+        if path in self.exclude:
+            return _SKIP
+        if node._is_missing():
+            raise ConfigError(
+                f"{path} is '???' (missing) but is part of a cache key; fix: give it a value "
+                f"(e.g. override {path}=...), or add '{path}' to hydra_cache.exclude"
+            )
+        if node._is_interpolation():
+            raw = node._value()
+            if _VOLATILE.search(raw):
+                self.volatile.append(path)
+            if _FROM_ENV.search(raw) or any(is_secret_name(w) for w in re.findall(r"\w+", raw)):
+                secret = True
+            try:
+                target = node._dereference_node()
+            except SelfReferenceError:
+                self.derived.append(path)
+                return _SKIP
+            except OmegaConfBaseException as error:
+                if _is_self_reference(error):
+                    self.derived.append(path)
+                    return _SKIP
+                raise ConfigError(
+                    f"{path}: cannot resolve {raw!r} ({_first_line(error)}); fix: make the "
+                    f"interpolation resolvable, or add '{path}' to hydra_cache.exclude"
+                ) from None
+            if target._is_missing():
+                raise ConfigError(
+                    f"{path} resolves to a '???' (missing) value but is part of a cache key; "
+                    f"fix: give it a value, or add '{path}' to hydra_cache.exclude"
+                )
+            if isinstance(target, Container):
+                self.snapshot.exact = False
+                return self._walk_container(target, path, secret)
+            value = _leaf(target._value(), path)
+            self.snapshot.interpolations.append((node, value))
+            if secret:
+                self.redacted.append(path)
+            return value
+        if isinstance(node, Container):
+            return self._walk_container(node, path, secret)
+        if secret:
+            self.redacted.append(path)
+        return _leaf(node._value(), path)
+
+    def _walk_container(self, node: Container, path: str, secret: bool) -> Any:
+        if node._is_none():
+            return None
+        content = node.__dict__["_content"]
+        self.snapshot.containers.append((node, content, len(content)))
+        if isinstance(node, DictConfig):
+            out: dict[str, Any] = {}
+            for key, child in content.items():
+                name = _key_name(key)
+                sub = child_path(path, name)
+                self.snapshot.values.append((content, key, child, child._value()))
+                value = self.walk(child, sub, secret=secret or is_secret_name(name))
+                if value is not _SKIP:
+                    out[name] = value
+            return out
+        assert isinstance(node, ListConfig)
+        items: list[Any] = []
+        for index, child in enumerate(content):
+            self.snapshot.values.append((content, index, child, child._value()))
+            value = self.walk(child, child_path(path, index), secret=secret)
+            if value is not _SKIP:
+                items.append(value)
+        return items
+
+
+def _is_self_reference(error: BaseException) -> bool:
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, SelfReferenceError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

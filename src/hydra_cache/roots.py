@@ -1,0 +1,87 @@
+"""Where cache roots come from, and whether one can be used.
+
+The root is chosen in a fixed order (``hydra_cache.root``, ``$HYDRA_CACHE_ROOT``,
+``$XDG_CACHE_HOME/hydra-cache``, ``~/.cache/hydra-cache``) and the source is kept beside it,
+because "the root moved" is the most common silent miss and the source is the first thing to
+check. Checking a root never writes anything.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from hydra_cache.errors import ConfigError
+
+ENV_ROOT = "HYDRA_CACHE_ROOT"
+
+
+@dataclass(frozen=True)
+class Root:
+    """A cache root and the setting it came from (``hydra_cache.root``, ``$HYDRA_CACHE_ROOT``…)."""
+
+    path: Path
+    source: str
+
+
+def select_root(
+    configured: str | None,
+    *,
+    base_dir: str,
+    environ: Mapping[str, str] = os.environ,
+) -> Root:
+    """Pick the root; a relative one is taken relative to ``base_dir`` (the launch directory)."""
+    if configured is not None:
+        return Root(_absolute(configured, base_dir), "hydra_cache.root")
+    if environ.get(ENV_ROOT):
+        return Root(_absolute(environ[ENV_ROOT], base_dir), f"${ENV_ROOT}")
+    if environ.get("XDG_CACHE_HOME"):
+        return Root(_absolute(environ["XDG_CACHE_HOME"], base_dir) / "hydra-cache",
+                    "$XDG_CACHE_HOME")
+    return Root(Path(os.path.expanduser("~")) / ".cache" / "hydra-cache", "~/.cache")
+
+
+def _absolute(value: str, base_dir: str) -> Path:
+    return Path(os.path.normpath(os.path.join(base_dir, os.path.expanduser(value))))
+
+
+def _setting_name(root: Root) -> str:
+    return root.source if root.source.startswith("$") else "hydra_cache.root"
+
+
+def check_root(root: Root) -> None:
+    """Raise a one-line :class:`ConfigError` if the root cannot hold entries. Writes nothing."""
+    path = root.path
+    probe = path
+    while not probe.exists():
+        if probe.is_symlink():  # a dangling link: creating through it goes who knows where
+            raise ConfigError(
+                f"{_setting_name(root)}: {probe} is a dangling symlink; "
+                "fix: remove it or point hydra_cache.root elsewhere"
+            )
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        what = "is a file" if probe == path else f"lies under {probe}, which is a file"
+        raise ConfigError(
+            f"{_setting_name(root)}: cache root {path} {what}; "
+            "fix: set hydra_cache.root=<a directory>"
+        )
+    if not _writable(probe):
+        where = "" if probe == path else f" (its nearest existing parent {probe} is not)"
+        raise ConfigError(
+            f"{_setting_name(root)}: cache root {path} is not writable{where}; "
+            "fix: set hydra_cache.root=<a directory you can write> or fix its permissions"
+        )
+
+
+def _writable(directory: Path) -> bool:
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return False
+    try:
+        return not os.statvfs(directory).f_flag & os.ST_RDONLY
+    except OSError:
+        return False

@@ -1,0 +1,97 @@
+"""The optional top-level ``hydra_cache`` node, read and checked in one place."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from hydra_cache.errors import ConfigError
+
+ON_MISS_CHOICES = ("build", "warn", "error")
+KNOWN_SETTINGS = ("root", "exclude", "salt", "on_miss")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the user configured under ``hydra_cache`` (all optional)."""
+
+    root: str | None = None
+    exclude: tuple[str, ...] = ()
+    salt: str | int | None = None
+    on_miss: str = "build"
+
+
+def parse_settings(node: Mapping[str, Any] | None) -> Settings:
+    """Check the resolved ``hydra_cache`` mapping and turn it into :class:`Settings`."""
+    if node is None:
+        return Settings()
+    if not isinstance(node, Mapping):
+        raise ConfigError(
+            "hydra_cache must be a mapping (root, exclude, salt, on_miss); "
+            f"fix: replace the value {node!r} with e.g. 'hydra_cache: {{root: /data/cache}}'"
+        )
+    for name in node:
+        if name not in KNOWN_SETTINGS:
+            close = difflib.get_close_matches(str(name), KNOWN_SETTINGS, n=1)
+            hint = f"did you mean hydra_cache.{close[0]}?" if close else \
+                f"known settings are {', '.join(KNOWN_SETTINGS)}"
+            raise ConfigError(f"hydra_cache.{name} is not a setting; fix: {hint}")
+    return Settings(
+        root=_root(node.get("root")),
+        exclude=_exclude(node.get("exclude")),
+        salt=_salt(node.get("salt")),
+        on_miss=_on_miss(node.get("on_miss", "build")),
+    )
+
+
+def _root(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(
+            f"hydra_cache.root must be a non-empty path string, not {value!r}; "
+            "fix: set hydra_cache.root=/path/to/cache or remove it to use the default"
+        )
+    if "\x00" in value:
+        raise ConfigError("hydra_cache.root contains a NUL byte; fix: set a plain path")
+    return value
+
+
+def _exclude(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise ConfigError(
+            f"hydra_cache.exclude must be a list of dotted keys, not {value!r}; "
+            "fix: write e.g. hydra_cache.exclude=[data.num_workers]"
+        )
+    keys: list[str] = []
+    for item in value:
+        if not isinstance(item, str) or not item.strip() or item != item.strip() \
+                or item.startswith(".") or item.endswith(".") or ".." in item:
+            raise ConfigError(
+                f"hydra_cache.exclude entry {item!r} is not an absolute dotted key; "
+                "fix: write it like data.num_workers"
+            )
+        keys.append(item)
+    return tuple(keys)
+
+
+def _salt(value: Any) -> str | int | None:
+    if value is None or (isinstance(value, (str, int)) and not isinstance(value, bool)):
+        return value
+    raise ConfigError(
+        f"hydra_cache.salt must be a string or an integer, not {value!r}; "
+        "fix: write e.g. hydra_cache.salt=v2"
+    )
+
+
+def _on_miss(value: Any) -> str:
+    if value not in ON_MISS_CHOICES:
+        raise ConfigError(
+            f"hydra_cache.on_miss must be one of {', '.join(ON_MISS_CHOICES)}, not {value!r}; "
+            "fix: e.g. hydra_cache.on_miss=warn"
+        )
+    return str(value)
