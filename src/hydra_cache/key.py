@@ -179,17 +179,22 @@ def digest_of(payload: Any) -> str:
 
 def derive(
     root: Container,
-    nodes: Sequence[str],
+    nodes: Sequence[str | tuple[str, Node]],
     *,
     exclude: Iterable[str] = (),
     salt: Any = None,
 ) -> DerivedKey:
-    """Derive the key of the entry made of ``nodes`` (absolute dotted keys; ``""`` = root)."""
+    """Derive the key of the entry made of ``nodes``.
+
+    Each node is an absolute dotted key (``""`` is the root), or a ``(name, node)`` pair when
+    the caller already holds the node (the resolver does, and a key such as ``..`` cannot be
+    spelled as a dotted path).
+    """
     walker = _Walker(frozenset(exclude) | ALWAYS_EXCLUDED)
     hashed: dict[str, Any] = {}
     with _derivation():
-        for name in nodes:
-            node = walker.locate(root, name)
+        for item in nodes:
+            name, node = item if isinstance(item, tuple) else (item, walker.locate(root, item))
             value = walker.walk(node, name, secret=False)
             hashed[name or "."] = None if value is _SKIP else value
     payload = {"schema": SCHEMA_VERSION, "salt": salt, "nodes": hashed}

@@ -166,7 +166,8 @@ def _resolve(args: tuple[Any, ...], parent: Container, node: Node, root: Contain
     environment = _environment()
     holder = parent._get_full_key(None)
     nodes = _hashed_nodes(args, holder)
-    derived = derive(root, nodes, exclude=settings.exclude, salt=settings.salt)
+    derived = derive(root, [(holder, parent)] if not args else nodes,
+                     exclude=settings.exclude, salt=settings.salt)
     namespace = sanitise_namespace(nodes[0] or config_key)
     cache_root = select_root(settings.root, base_dir=environment[-1] or os.getcwd())
     if str(cache_root.path) not in _checked_roots:

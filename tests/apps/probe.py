@@ -1,0 +1,30 @@
+"""A real Hydra app for the tests: resolves the keys named in $PROBE_KEYS and records them.
+
+Each job writes ``probe.json`` into its output folder (submitit jobs' stdout goes to log files,
+so a file is the one channel every launcher keeps).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+
+@hydra.main(version_base="1.3", config_path=None, config_name="config")
+def main(cfg: DictConfig) -> None:
+    keys = [k for k in os.environ.get("PROBE_KEYS", "data.cache_dir").split(",") if k]
+    values = {key: OmegaConf.select(cfg, key) for key in keys}
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    record = {"num": HydraConfig.get().job.get("num", 0) or 0, "values": values,
+              "pid": os.getpid()}
+    (output_dir / "probe.json").write_text(json.dumps(record))
+    print("PROBE " + json.dumps(values))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""Shared helpers: real Hydra apps run in subprocesses against a private cache root."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+TESTS = Path(__file__).parent
+REPO = TESTS.parent
+PROBE_APP = TESTS / "apps" / "probe.py"
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment of a child run: no inherited cache root, Hydra errors in full."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("HYDRA_CACHE_ROOT", "XDG_CACHE_HOME", "HYDRA_FULL_ERROR")}
+    env.update(extra)
+    return env
+
+
+def run(args: list[str], *, cwd: Path, env: dict[str, str] | None = None,
+        timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env or clean_env(),
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def write_config(directory: Path, files: dict[str, str]) -> Path:
+    """Write a config tree (``{"config.yaml": "...", "data/a.yaml": "..."}``) and return it."""
+    for name, text in files.items():
+        target = directory / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(textwrap.dedent(text))
+    return directory
+
+
+def run_probe(conf: Path, cwd: Path, *overrides: str, root: Path | None = None,
+              env: dict[str, str] | None = None, name: str = "config"
+              ) -> subprocess.CompletedProcess[str]:
+    """Run the probe app on ``conf``; each job writes the values of PROBE_KEYS to probe.json."""
+    child_env = env or clean_env()
+    if root is not None:
+        child_env["HYDRA_CACHE_ROOT"] = str(root)
+    return run([str(PROBE_APP), "--config-dir", str(conf), "--config-name", name,
+                *overrides], cwd=cwd, env=child_env)
+
+
+def probe_results(run_dir: Path) -> list[dict[str, Any]]:
+    """Every probe.json written under a run or sweep folder, in job order."""
+    found = sorted(run_dir.rglob("probe.json"), key=lambda p: json.loads(p.read_text())["num"])
+    return [json.loads(p.read_text()) for p in found]
+
+
+@pytest.fixture
+def cache_root(tmp_path: Path) -> Iterator[Path]:
+    yield tmp_path / "cache-root"
+
+
+def entries(root: Path) -> list[Path]:
+    """Published entries under a root (folders holding metadata)."""
+    return sorted(p.parent for p in root.rglob(".hydra-cache.json"))

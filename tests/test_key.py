@@ -1,0 +1,261 @@
+"""Key derivation: deterministic, sensitive to every hashed leaf, blind to everything else."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from omegaconf import DictConfig, OmegaConf
+
+from hydra_cache.key import SCHEMA_VERSION, derive
+from hydra_cache.resolver import register
+
+register()
+
+
+def key_of(cfg: Any, *nodes: str, **kwargs: Any) -> str:
+    root = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
+    return derive(root, nodes or ("data",), **kwargs).key
+
+
+class Color(Enum):
+    RED = 1
+    BLUE = 2
+
+
+# Golden keys: any change here changes every user's cache location. A deliberate change to
+# derivation must bump SCHEMA_VERSION and re-pin these.
+GOLDEN: list[tuple[str, dict[str, Any], tuple[str, ...], dict[str, Any], str]] = [
+    ("flat ints", {"data": {"a": 1, "b": 2}}, ("data",), {}, "e0fbf08e720112ff"),
+    ("float", {"data": {"lr": 0.1}}, ("data",), {}, "42154faf8c0425ea"),
+    ("int one", {"data": {"v": 1}}, ("data",), {}, "97ba76cafb2180f6"),
+    ("float one", {"data": {"v": 1.0}}, ("data",), {}, "2a228fe3010d0004"),
+    ("bool true", {"data": {"v": True}}, ("data",), {}, "49026874d4786734"),
+    ("string one", {"data": {"v": "1"}}, ("data",), {}, "0530fbeb94bc78de"),
+    ("none", {"data": {"v": None}}, ("data",), {}, "867396fe1e3e4ad3"),
+    ("list order", {"data": {"resize": [224, 224], "crop": [1, 2]}}, ("data",), {},
+     "ec9ce646f27dea3d"),
+    ("nested", {"data": {"pre": {"norm": "standard", "aug": {"flip": True}}}}, ("data",), {},
+     "d785f9b3900be6f4"),
+    ("salted", {"data": {"a": 1}}, ("data",), {"salt": "v2"}, "dea854cfd9ca223e"),
+    ("excluded", {"data": {"a": 1, "workers": 8}}, ("data",), {"exclude": ["data.workers"]},
+     "43d836d631dbea4e"),
+    ("two nodes", {"data": {"a": 1}, "prep": {"b": 2}}, ("data", "prep"), {},
+     "8438476fc388a78c"),
+    ("root node", {"a": 1, "hydra": {"x": 1}}, ("",), {}, "2d6d49c21bd902fd"),
+    ("interpolated", {"base": 3, "data": {"a": "${base}"}}, ("data",), {}, "20b9aeddab92e20d"),
+    ("string interp", {"name": "x", "data": {"a": "pre_${name}"}}, ("data",), {},
+     "4514f81b5ae99e47"),
+    ("unicode", {"data": {"label": "caf\u00e9 \u2603"}}, ("data",), {}, "782510b4e3bd51e9"),
+    ("big int", {"data": {"n": 2**70}}, ("data",), {}, "0309b03312828278"),
+    ("shortest float", {"data": {"x": 1e-7, "y": 0.30000000000000004}}, ("data",), {},
+     "3fab072d331f98d2"),
+]
+
+
+def test_schema_version_is_pinned() -> None:
+    assert SCHEMA_VERSION == 1
+
+
+@pytest.mark.parametrize(("name", "config", "nodes", "kwargs", "expected"), GOLDEN,
+                         ids=[g[0] for g in GOLDEN])
+def test_golden_keys(name: str, config: dict[str, Any], nodes: tuple[str, ...],
+                     kwargs: dict[str, Any], expected: str) -> None:
+    assert key_of(config, *nodes, **kwargs) == expected
+
+
+def test_golden_keys_are_all_different() -> None:
+    keys = [g[4] for g in GOLDEN]
+    assert len(set(keys)) == len(keys)
+
+
+def test_int_float_bool_none_and_string_stay_distinct() -> None:
+    values = [1, 1.0, True, "1", None, "true", "null", 0, False, 0.0, "", [], {}]
+    keys = {key_of({"data": {"v": v}}) for v in values}
+    assert len(keys) == len(values)
+
+
+def test_key_order_and_flow_or_block_style_do_not_matter(tmp_path: Path) -> None:
+    block = "data:\n  resize:\n    - 224\n    - 224\n  normalize: true\n  name: x\n"
+    flow = "data: {name: x, normalize: true, resize: [224, 224]}\n"
+    assert key_of(OmegaConf.create(block)) == key_of(OmegaConf.create(flow))
+
+
+def test_lists_keep_their_order() -> None:
+    assert key_of({"data": {"v": [1, 2]}}) != key_of({"data": {"v": [2, 1]}})
+
+
+def test_key_is_stable_across_processes_and_hash_seeds() -> None:
+    script = (
+        "from omegaconf import OmegaConf\n"
+        "from hydra_cache.key import derive\n"
+        "cfg = OmegaConf.create({'data': {'s': 'abc', 'm': {'z': 1, 'a': [1.5, None, True]},"
+        " 'k': {'q': 'x', 'b': 'y'}}})\n"
+        "print(derive(cfg, ['data']).key)\n"
+    )
+    seen = {
+        subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"},
+                       check=True).stdout.strip()
+        for seed in ("0", "1", "12345", "random")
+    }
+    assert len(seen) == 1
+
+
+def test_interpolations_are_resolved_before_hashing() -> None:
+    via_interpolation = {"base": {"size": 32}, "data": {"size": "${base.size}"}}
+    literal = {"base": {"size": 99}, "data": {"size": 32}}
+    assert key_of(via_interpolation) == key_of(literal)
+    changed = {"base": {"size": 64}, "data": {"size": "${base.size}"}}
+    assert key_of(changed) != key_of(via_interpolation)
+
+
+def test_enums_and_paths_hash_as_strings() -> None:
+    cfg = OmegaConf.create({"data": {"color": Color.RED, "where": Path("/data/x")}})
+    assert key_of(cfg) == key_of({"data": {"color": "RED", "where": "/data/x"}})
+    assert key_of({"data": {"color": Color.BLUE}}) != key_of(cfg)
+
+
+def test_hydra_node_and_hydra_cache_node_never_join_but_salt_does() -> None:
+    base = {"a": 1, "hydra": {"run": {"dir": "x"}}, "hydra_cache": {"root": "/r1"}}
+    other = {"a": 1, "hydra": {"run": {"dir": "y"}}, "hydra_cache": {"root": "/r2"}}
+    assert key_of(base, "") == key_of(other, "")
+    assert key_of(base, "", salt="s1") != key_of(base, "", salt="s2")
+
+
+def test_excluded_keys_do_not_change_the_key() -> None:
+    one = {"data": {"a": 1, "workers": 1, "io": {"threads": 2}}}
+    two = {"data": {"a": 1, "workers": 8, "io": {"threads": 16}}}
+    exclude = ["data.workers", "data.io"]
+    assert key_of(one, exclude=exclude) == key_of(two, exclude=exclude)
+    assert key_of(one) != key_of(two)
+
+
+def test_values_derived_from_the_cache_dir_are_left_out_without_recursion() -> None:
+    cfg = OmegaConf.create({"data": {
+        "resize": 8,
+        "cache_dir": "${cache_dir:}",
+        "train_file": "${.cache_dir}/train.npz",
+        "nested": {"file": "${..cache_dir}/x"},
+        "other": "${other_cache.cache_dir}",
+    }, "other_cache": {"n": 1, "cache_dir": "${cache_dir:}"}})
+    derived = derive(cfg, ["data"])
+    assert derived.payload["nodes"]["data"] == {"resize": 8, "nested": {}}
+    assert set(derived.derived_from_cache_dir) == {
+        "data.cache_dir", "data.train_file", "data.nested.file", "data.other"}
+    assert derived.key == key_of({"data": {"resize": 8, "nested": {}}})
+
+
+def test_every_hashed_leaf_changes_the_key_even_deep_in_lists() -> None:
+    cfg = {"data": {"a": 1, "b": [1, {"c": "x", "d": [0.5, None]}], "e": {"f": False}}}
+    base = key_of(cfg)
+    changes = [
+        ("a", 2), ("b.0", 3), ("b.1.c", "y"), ("b.1.d.0", 0.25), ("b.1.d.1", 0), ("e.f", True),
+    ]
+    for where, value in changes:
+        changed = OmegaConf.create(cfg)
+        OmegaConf.update(changed, f"data.{where}", value, force_add=True)
+        assert key_of(changed) != base, where
+
+
+leaves = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**40), 2**40),
+    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=8),
+)
+names = st.text("abcdefghij_", min_size=1, max_size=6)
+trees = st.recursive(
+    leaves,
+    lambda children: st.one_of(st.lists(children, min_size=1, max_size=3),
+                               st.dictionaries(names, children, min_size=1, max_size=3)),
+    max_leaves=12,
+)
+
+
+def _leaf_paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _leaf_paths(v, (*path, k))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _leaf_paths(v, (*path, i))]
+    return [path]
+
+
+def _replace(value: Any, path: tuple[Any, ...], new: Any) -> Any:
+    if not path:
+        return new
+    copy = json.loads(json.dumps(value))
+    target = copy
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = new
+    return copy
+
+
+def _different(old: Any) -> Any:
+    """A value that differs from ``old`` in value or in type."""
+    if old is None:
+        return 0
+    if isinstance(old, bool):
+        return not old
+    if isinstance(old, int):
+        return float(old)  # same number, other type: must still change the key
+    if isinstance(old, float):
+        return old + 1.0 if abs(old) < 1e15 else -old if old else 1.0
+    return old + "x"
+
+
+@settings(max_examples=150, deadline=None)
+@given(tree=st.dictionaries(names, trees, min_size=1, max_size=4))
+def test_property_every_leaf_changes_the_key(tree: dict[str, Any]) -> None:
+    base = key_of({"data": tree})
+    for path in _leaf_paths(tree):
+        old = tree
+        for step in path:
+            old = old[step]
+        assert key_of({"data": _replace(tree, path, _different(old))}) != base, path
+
+
+@settings(max_examples=100, deadline=None)
+@given(tree=st.dictionaries(names, trees, min_size=1, max_size=4))
+def test_property_key_ignores_dict_order(tree: dict[str, Any]) -> None:
+    reordered = json.loads(json.dumps(tree, sort_keys=True))
+    reversed_order = dict(reversed(list(tree.items())))
+    assert key_of({"data": tree}) == key_of({"data": reordered}) == \
+        key_of({"data": reversed_order})
+
+
+def test_secrets_and_environment_values_are_redacted_but_keyed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HC_CANARY_TOKEN", "canary-abc123")
+    cfg = OmegaConf.create({"data": {"password": "hunter2", "api_key": "k-999",
+                                     "remote": "${oc.env:HC_CANARY_TOKEN}", "tokenizer": "bpe",
+                                     "size": 3}})
+    derived = derive(cfg, ["data"])
+    shown = json.dumps(derived.redacted_payload())
+    for secret in ("hunter2", "k-999", "canary-abc123"):
+        assert secret not in shown
+    assert '"tokenizer": "bpe"' in shown and '"size": 3' in shown
+    monkeypatch.setenv("HC_CANARY_TOKEN", "canary-other")
+    assert derive(cfg, ["data"]).key != derived.key
+
+
+def test_volatile_values_are_named() -> None:
+    cfg = OmegaConf.create({"data": {"a": 1, "stamp": "${now:%H%M%S}"}})
+    OmegaConf.register_new_resolver("now", lambda fmt: "123456", replace=True)
+    assert derive(cfg, ["data"]).volatile == ("data.stamp",)
+
+
+def test_payload_is_the_documented_canonical_json() -> None:
+    import hashlib
+
+    text = '{"nodes":{"data":{"a":1,"b":2.5,"c":[true,null,"x"]}},"salt":null,"schema":1}'
+    derived = derive(OmegaConf.create({"data": {"c": [True, None, "x"], "b": 2.5, "a": 1}}),
+                     ["data"])
+    assert derived.digest == hashlib.sha256(text.encode()).hexdigest()
+    assert derived.key == derived.digest[:16]
