@@ -39,9 +39,15 @@ def preprocess(data: DictConfig, staging: Path) -> None:
     elif data.normalize != "none":
         raise ValueError(f"data.normalize must be standard, minmax or none, not {data.normalize!r}")
     x_train, x_test, y_train, y_test = train_test_split(
-        features, digits.target, test_size=data.test_size, random_state=data.split_seed)
-    np.savez(staging / Path(data.arrays).name, x_train=x_train, x_test=x_test,
-             y_train=y_train, y_test=y_test)
+        features, digits.target, test_size=data.test_size, random_state=data.split_seed
+    )
+    np.savez(
+        staging / Path(data.arrays).name,
+        x_train=x_train,
+        x_test=x_test,
+        y_train=y_train,
+        y_test=y_test,
+    )
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

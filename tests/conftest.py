@@ -20,16 +20,27 @@ PROBE_APP = TESTS / "apps" / "probe.py"
 
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment of a child run: no inherited cache root, Hydra errors in full."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("HYDRA_CACHE_ROOT", "XDG_CACHE_HOME", "HYDRA_FULL_ERROR")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("HYDRA_CACHE_ROOT", "XDG_CACHE_HOME", "HYDRA_FULL_ERROR")
+    }
     env.update(extra)
     return env
 
 
-def run(args: list[str], *, cwd: Path, env: dict[str, str] | None = None,
-        timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=env or clean_env(),
-                          capture_output=True, text=True, timeout=timeout, check=False)
+def run(
+    args: list[str], *, cwd: Path, env: dict[str, str] | None = None, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd,
+        env=env or clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def write_config(directory: Path, files: dict[str, str]) -> Path:
@@ -41,15 +52,23 @@ def write_config(directory: Path, files: dict[str, str]) -> Path:
     return directory
 
 
-def run_probe(conf: Path, cwd: Path, *overrides: str, root: Path | None = None,
-              env: dict[str, str] | None = None, name: str = "config"
-              ) -> subprocess.CompletedProcess[str]:
+def run_probe(
+    conf: Path,
+    cwd: Path,
+    *overrides: str,
+    root: Path | None = None,
+    env: dict[str, str] | None = None,
+    name: str = "config",
+) -> subprocess.CompletedProcess[str]:
     """Run the probe app on ``conf``; each job writes the values of PROBE_KEYS to probe.json."""
     child_env = env or clean_env()
     if root is not None:
         child_env["HYDRA_CACHE_ROOT"] = str(root)
-    return run([str(PROBE_APP), "--config-dir", str(conf), "--config-name", name,
-                *overrides], cwd=cwd, env=child_env)
+    return run(
+        [str(PROBE_APP), "--config-dir", str(conf), "--config-name", name, *overrides],
+        cwd=cwd,
+        env=child_env,
+    )
 
 
 def probe_results(run_dir: Path) -> list[dict[str, Any]]:

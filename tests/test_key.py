@@ -40,23 +40,47 @@ GOLDEN: list[tuple[str, dict[str, Any], tuple[str, ...], dict[str, Any], str]] =
     ("bool true", {"data": {"v": True}}, ("data",), {}, "49026874d4786734"),
     ("string one", {"data": {"v": "1"}}, ("data",), {}, "0530fbeb94bc78de"),
     ("none", {"data": {"v": None}}, ("data",), {}, "867396fe1e3e4ad3"),
-    ("list order", {"data": {"resize": [224, 224], "crop": [1, 2]}}, ("data",), {},
-     "ec9ce646f27dea3d"),
-    ("nested", {"data": {"pre": {"norm": "standard", "aug": {"flip": True}}}}, ("data",), {},
-     "d785f9b3900be6f4"),
+    (
+        "list order",
+        {"data": {"resize": [224, 224], "crop": [1, 2]}},
+        ("data",),
+        {},
+        "ec9ce646f27dea3d",
+    ),
+    (
+        "nested",
+        {"data": {"pre": {"norm": "standard", "aug": {"flip": True}}}},
+        ("data",),
+        {},
+        "d785f9b3900be6f4",
+    ),
     ("salted", {"data": {"a": 1}}, ("data",), {"salt": "v2"}, "dea854cfd9ca223e"),
-    ("excluded", {"data": {"a": 1, "workers": 8}}, ("data",), {"exclude": ["data.workers"]},
-     "43d836d631dbea4e"),
-    ("two nodes", {"data": {"a": 1}, "prep": {"b": 2}}, ("data", "prep"), {},
-     "8438476fc388a78c"),
+    (
+        "excluded",
+        {"data": {"a": 1, "workers": 8}},
+        ("data",),
+        {"exclude": ["data.workers"]},
+        "43d836d631dbea4e",
+    ),
+    ("two nodes", {"data": {"a": 1}, "prep": {"b": 2}}, ("data", "prep"), {}, "8438476fc388a78c"),
     ("root node", {"a": 1, "hydra": {"x": 1}}, ("",), {}, "2d6d49c21bd902fd"),
     ("interpolated", {"base": 3, "data": {"a": "${base}"}}, ("data",), {}, "20b9aeddab92e20d"),
-    ("string interp", {"name": "x", "data": {"a": "pre_${name}"}}, ("data",), {},
-     "4514f81b5ae99e47"),
+    (
+        "string interp",
+        {"name": "x", "data": {"a": "pre_${name}"}},
+        ("data",),
+        {},
+        "4514f81b5ae99e47",
+    ),
     ("unicode", {"data": {"label": "caf\u00e9 \u2603"}}, ("data",), {}, "782510b4e3bd51e9"),
     ("big int", {"data": {"n": 2**70}}, ("data",), {}, "0309b03312828278"),
-    ("shortest float", {"data": {"x": 1e-7, "y": 0.30000000000000004}}, ("data",), {},
-     "3fab072d331f98d2"),
+    (
+        "shortest float",
+        {"data": {"x": 1e-7, "y": 0.30000000000000004}},
+        ("data",),
+        {},
+        "3fab072d331f98d2",
+    ),
 ]
 
 
@@ -64,10 +88,12 @@ def test_schema_version_is_pinned() -> None:
     assert SCHEMA_VERSION == 1
 
 
-@pytest.mark.parametrize(("name", "config", "nodes", "kwargs", "expected"), GOLDEN,
-                         ids=[g[0] for g in GOLDEN])
-def test_golden_keys(name: str, config: dict[str, Any], nodes: tuple[str, ...],
-                     kwargs: dict[str, Any], expected: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "config", "nodes", "kwargs", "expected"), GOLDEN, ids=[g[0] for g in GOLDEN]
+)
+def test_golden_keys(
+    name: str, config: dict[str, Any], nodes: tuple[str, ...], kwargs: dict[str, Any], expected: str
+) -> None:
     assert key_of(config, *nodes, **kwargs) == expected
 
 
@@ -101,9 +127,13 @@ def test_key_is_stable_across_processes_and_hash_seeds() -> None:
         "print(derive(cfg, ['data']).key)\n"
     )
     seen = {
-        subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                       env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"},
-                       check=True).stdout.strip()
+        subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"},
+            check=True,
+        ).stdout.strip()
         for seed in ("0", "1", "12345", "random")
     }
     assert len(seen) == 1
@@ -139,17 +169,26 @@ def test_excluded_keys_do_not_change_the_key() -> None:
 
 
 def test_values_derived_from_the_cache_dir_are_left_out_without_recursion() -> None:
-    cfg = OmegaConf.create({"data": {
-        "resize": 8,
-        "cache_dir": "${cache_dir:}",
-        "train_file": "${.cache_dir}/train.npz",
-        "nested": {"file": "${..cache_dir}/x"},
-        "other": "${other_cache.cache_dir}",
-    }, "other_cache": {"n": 1, "cache_dir": "${cache_dir:}"}})
+    cfg = OmegaConf.create(
+        {
+            "data": {
+                "resize": 8,
+                "cache_dir": "${cache_dir:}",
+                "train_file": "${.cache_dir}/train.npz",
+                "nested": {"file": "${..cache_dir}/x"},
+                "other": "${other_cache.cache_dir}",
+            },
+            "other_cache": {"n": 1, "cache_dir": "${cache_dir:}"},
+        }
+    )
     derived = derive(cfg, ["data"])
     assert derived.payload["nodes"]["data"] == {"resize": 8, "nested": {}}
     assert set(derived.derived_from_cache_dir) == {
-        "data.cache_dir", "data.train_file", "data.nested.file", "data.other"}
+        "data.cache_dir",
+        "data.train_file",
+        "data.nested.file",
+        "data.other",
+    }
     assert derived.key == key_of({"data": {"resize": 8, "nested": {}}})
 
 
@@ -157,7 +196,12 @@ def test_every_hashed_leaf_changes_the_key_even_deep_in_lists() -> None:
     cfg = {"data": {"a": 1, "b": [1, {"c": "x", "d": [0.5, None]}], "e": {"f": False}}}
     base = key_of(cfg)
     changes = [
-        ("a", 2), ("b.0", 3), ("b.1.c", "y"), ("b.1.d.0", 0.25), ("b.1.d.1", 0), ("e.f", True),
+        ("a", 2),
+        ("b.0", 3),
+        ("b.1.c", "y"),
+        ("b.1.d.0", 0.25),
+        ("b.1.d.1", 0),
+        ("e.f", True),
     ]
     for where, value in changes:
         changed = OmegaConf.create(cfg)
@@ -166,14 +210,19 @@ def test_every_hashed_leaf_changes_the_key_even_deep_in_lists() -> None:
 
 
 leaves = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**40), 2**40),
-    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=8),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**40), 2**40),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=8),
 )
 names = st.text("abcdefghij_", min_size=1, max_size=6)
 trees = st.recursive(
     leaves,
-    lambda children: st.one_of(st.lists(children, min_size=1, max_size=3),
-                               st.dictionaries(names, children, min_size=1, max_size=3)),
+    lambda children: st.one_of(
+        st.lists(children, min_size=1, max_size=3),
+        st.dictionaries(names, children, min_size=1, max_size=3),
+    ),
     max_leaves=12,
 )
 
@@ -226,16 +275,24 @@ def test_property_every_leaf_changes_the_key(tree: dict[str, Any]) -> None:
 def test_property_key_ignores_dict_order(tree: dict[str, Any]) -> None:
     reordered = json.loads(json.dumps(tree, sort_keys=True))
     reversed_order = dict(reversed(list(tree.items())))
-    assert key_of({"data": tree}) == key_of({"data": reordered}) == \
-        key_of({"data": reversed_order})
+    assert key_of({"data": tree}) == key_of({"data": reordered}) == key_of({"data": reversed_order})
 
 
 def test_secrets_and_environment_values_are_redacted_but_keyed(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("HC_CANARY_TOKEN", "canary-abc123")
-    cfg = OmegaConf.create({"data": {"password": "hunter2", "api_key": "k-999",
-                                     "remote": "${oc.env:HC_CANARY_TOKEN}", "tokenizer": "bpe",
-                                     "size": 3}})
+    cfg = OmegaConf.create(
+        {
+            "data": {
+                "password": "hunter2",
+                "api_key": "k-999",
+                "remote": "${oc.env:HC_CANARY_TOKEN}",
+                "tokenizer": "bpe",
+                "size": 3,
+            }
+        }
+    )
     derived = derive(cfg, ["data"])
     shown = json.dumps(derived.redacted_payload())
     for secret in ("hunter2", "k-999", "canary-abc123"):
@@ -255,7 +312,8 @@ def test_payload_is_the_documented_canonical_json() -> None:
     import hashlib
 
     text = '{"nodes":{"data":{"a":1,"b":2.5,"c":[true,null,"x"]}},"salt":null,"schema":1}'
-    derived = derive(OmegaConf.create({"data": {"c": [True, None, "x"], "b": 2.5, "a": 1}}),
-                     ["data"])
+    derived = derive(
+        OmegaConf.create({"data": {"c": [True, None, "x"], "b": 2.5, "a": 1}}), ["data"]
+    )
     assert derived.digest == hashlib.sha256(text.encode()).hexdigest()
     assert derived.key == derived.digest[:16]

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import clean_env, probe_results, run, run_probe, write_config
 from omegaconf import DictConfig, OmegaConf
 
+from conftest import clean_env, probe_results, run_probe, write_config
 from hydra_cache.key import derive
 
 CONFIG = {
@@ -39,10 +39,12 @@ def _expected_key(**data: object) -> str:
     return derive(OmegaConf.create({"data": data}), ["data"]).key
 
 
-def test_main_app_resolves_to_root_namespace_key(conf: Path, tmp_path: Path,
-                                                  cache_root: Path) -> None:
-    done = run_probe(conf, tmp_path, root=cache_root,
-                     env=clean_env(PROBE_KEYS="data.cache_dir,data.arrays"))
+def test_main_app_resolves_to_root_namespace_key(
+    conf: Path, tmp_path: Path, cache_root: Path
+) -> None:
+    done = run_probe(
+        conf, tmp_path, root=cache_root, env=clean_env(PROBE_KEYS="data.cache_dir,data.arrays")
+    )
     assert done.returncode == 0, done.stderr
     values = probe_results(tmp_path / "outputs")[0]["values"]
     key = _expected_key(resize=8, normalize="standard")
@@ -67,16 +69,22 @@ def test_plugin_is_registered_as_a_hydra_plugins_entry_point() -> None:
     assert issubclass(found[0].load(), SearchPathPlugin)
 
 
-def test_compose_api_gives_the_same_path_as_hydra_main(conf: Path, tmp_path: Path,
-                                                         cache_root: Path) -> None:
+def test_compose_api_gives_the_same_path_as_hydra_main(
+    conf: Path, tmp_path: Path, cache_root: Path
+) -> None:
     script = (
         "from hydra import compose, initialize_config_dir\n"
         f"with initialize_config_dir(config_dir={str(conf)!r}, version_base='1.3'):\n"
         "    cfg = compose(config_name='config', overrides=['model.C=5'])\n"
         "print(cfg.data.cache_dir)\n"
     )
-    composed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                              env=clean_env(HYDRA_CACHE_ROOT=str(cache_root)), check=True)
+    composed = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=clean_env(HYDRA_CACHE_ROOT=str(cache_root)),
+        check=True,
+    )
     done = run_probe(conf, tmp_path, root=cache_root)
     assert done.returncode == 0, done.stderr
     main_value = probe_results(tmp_path / "outputs")[0]["values"]["data.cache_dir"]
@@ -84,10 +92,16 @@ def test_compose_api_gives_the_same_path_as_hydra_main(conf: Path, tmp_path: Pat
 
 
 @pytest.mark.parametrize("launcher", ["basic", "joblib", "submitit_local"])
-def test_multirun_workers_resolve_in_every_launcher(launcher: str, conf: Path, tmp_path: Path,
-                                                     cache_root: Path) -> None:
-    overrides = ["-m", f"hydra/launcher={launcher}", "model.C=0.1,10", "data.resize=4,8",
-                 "hydra.sweep.dir=sweep"]
+def test_multirun_workers_resolve_in_every_launcher(
+    launcher: str, conf: Path, tmp_path: Path, cache_root: Path
+) -> None:
+    overrides = [
+        "-m",
+        f"hydra/launcher={launcher}",
+        "model.C=0.1,10",
+        "data.resize=4,8",
+        "hydra.sweep.dir=sweep",
+    ]
     if launcher == "submitit_local":
         overrides += ["hydra.launcher.timeout_min=5"]
     done = run_probe(conf, tmp_path, *overrides, root=cache_root)
@@ -110,20 +124,38 @@ def test_multirun_workers_resolve_in_every_launcher(launcher: str, conf: Path, t
 def test_root_sources_in_order_and_logged(conf: Path, tmp_path: Path) -> None:
     base = clean_env(HOME=str(tmp_path / "home"))
     cases = [
-        (["hydra_cache.root=" + str(tmp_path / "cfg-root")],
-         {"HYDRA_CACHE_ROOT": str(tmp_path / "env-root")}, tmp_path / "cfg-root",
-         "hydra_cache.root"),
-        ([], {"HYDRA_CACHE_ROOT": str(tmp_path / "env-root"),
-              "XDG_CACHE_HOME": str(tmp_path / "xdg")}, tmp_path / "env-root",
-         "$HYDRA_CACHE_ROOT"),
-        ([], {"XDG_CACHE_HOME": str(tmp_path / "xdg")}, tmp_path / "xdg" / "hydra-cache",
-         "$XDG_CACHE_HOME"),
+        (
+            ["hydra_cache.root=" + str(tmp_path / "cfg-root")],
+            {"HYDRA_CACHE_ROOT": str(tmp_path / "env-root")},
+            tmp_path / "cfg-root",
+            "hydra_cache.root",
+        ),
+        (
+            [],
+            {
+                "HYDRA_CACHE_ROOT": str(tmp_path / "env-root"),
+                "XDG_CACHE_HOME": str(tmp_path / "xdg"),
+            },
+            tmp_path / "env-root",
+            "$HYDRA_CACHE_ROOT",
+        ),
+        (
+            [],
+            {"XDG_CACHE_HOME": str(tmp_path / "xdg")},
+            tmp_path / "xdg" / "hydra-cache",
+            "$XDG_CACHE_HOME",
+        ),
         ([], {}, tmp_path / "home" / ".cache" / "hydra-cache", "~/.cache"),
     ]
     for number, (overrides, env, expected_root, source) in enumerate(cases):
         out = f"run{number}"
-        done = run_probe(conf, tmp_path, *["+" + o for o in overrides],
-                         f"hydra.run.dir={out}", env={**base, **env})
+        done = run_probe(
+            conf,
+            tmp_path,
+            *["+" + o for o in overrides],
+            f"hydra.run.dir={out}",
+            env={**base, **env},
+        )
         assert done.returncode == 0, done.stderr
         value = probe_results(tmp_path / out)[0]["values"]["data.cache_dir"]
         assert Path(value).parent.parent == expected_root
@@ -132,15 +164,19 @@ def test_root_sources_in_order_and_logged(conf: Path, tmp_path: Path) -> None:
 
 
 def test_relative_root_is_relative_to_the_launch_dir(conf: Path, tmp_path: Path) -> None:
-    done = run_probe(conf, tmp_path, "+hydra_cache.root=rel-cache", "hydra.job.chdir=true",
-                     "hydra.run.dir=run")
+    done = run_probe(
+        conf, tmp_path, "+hydra_cache.root=rel-cache", "hydra.job.chdir=true", "hydra.run.dir=run"
+    )
     assert done.returncode == 0, done.stderr
     value = probe_results(tmp_path / "run")[0]["values"]["data.cache_dir"]
     assert Path(value).parent.parent == tmp_path / "rel-cache"
 
 
 def test_listed_nodes_and_namespaces(tmp_path: Path, cache_root: Path) -> None:
-    conf = write_config(tmp_path / "conf", {"config.yaml": """
+    conf = write_config(
+        tmp_path / "conf",
+        {
+            "config.yaml": """
         data: {resize: 8, source: digits}
         prep: {norm: standard}
         paths:
@@ -151,15 +187,16 @@ def test_listed_nodes_and_namespaces(tmp_path: Path, cache_root: Path) -> None:
           deep: {x: 1, here: "${cache_dir:.x,..top}"}
           top: 5
         "we/ird key": {v: 1, cache_dir: "${cache_dir:}"}
-    """})
+    """
+        },
+    )
     keys = "paths.data_cache,paths.both,cache_dir,nested.deep.here,we/ird key.cache_dir"
     done = run_probe(conf, tmp_path, root=cache_root, env=clean_env(PROBE_KEYS=keys))
     assert done.returncode == 0, done.stderr
     values = probe_results(tmp_path / "outputs")[0]["values"]
     cfg = OmegaConf.load(conf / "config.yaml")
     assert values["paths.data_cache"] == f"{cache_root}/data/{derive(cfg, ['data']).key}"
-    assert values["paths.both"] == \
-        f"{cache_root}/prep/{derive(cfg, ['prep', 'data.source']).key}"
+    assert values["paths.both"] == f"{cache_root}/prep/{derive(cfg, ['prep', 'data.source']).key}"
     assert Path(values["cache_dir"]).parent == cache_root / "cache_dir"
     here = derive(cfg, ["nested.deep.x", "nested.top"]).key
     assert values["nested.deep.here"] == f"{cache_root}/nested.deep.x/{here}"
@@ -167,11 +204,16 @@ def test_listed_nodes_and_namespaces(tmp_path: Path, cache_root: Path) -> None:
 
 
 def test_hostile_names_never_leave_the_root(tmp_path: Path, cache_root: Path) -> None:
-    conf = write_config(tmp_path / "conf", {"config.yaml": """
+    conf = write_config(
+        tmp_path / "conf",
+        {
+            "config.yaml": """
         "..": {v: 1, cache_dir: "${cache_dir:}"}
         "../../etc": {v: 1, cache_dir: "${cache_dir:}"}
         "/abs": {v: 1, cache_dir: "${cache_dir:}"}
-    """})
+    """
+        },
+    )
     script = (
         "from omegaconf import OmegaConf\n"
         "import hydra_plugins.hydra_cache_plugin\n"
@@ -179,8 +221,13 @@ def test_hostile_names_never_leave_the_root(tmp_path: Path, cache_root: Path) ->
         "for k in ['..', '../../etc', '/abs']:\n"
         "    print(cfg[k]['cache_dir'])\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          env=clean_env(HYDRA_CACHE_ROOT=str(cache_root)), check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=clean_env(HYDRA_CACHE_ROOT=str(cache_root)),
+        check=True,
+    )
     for line in done.stdout.split():
         path = Path(line)
         assert path.parent.parent == cache_root
@@ -189,9 +236,18 @@ def test_hostile_names_never_leave_the_root(tmp_path: Path, cache_root: Path) ->
 
 
 def _memo_config() -> DictConfig:
-    return OmegaConf.create({"base": 3, "data": {"a": 1, "b": "${base}", "l": [1, 2],
-                                                 "cache_dir": "${cache_dir:}",
-                                                 "file": "${.cache_dir}/x"}})
+    return OmegaConf.create(
+        {
+            "base": 3,
+            "data": {
+                "a": 1,
+                "b": "${base}",
+                "l": [1, 2],
+                "cache_dir": "${cache_dir:}",
+                "file": "${.cache_dir}/x",
+            },
+        }
+    )
 
 
 @pytest.fixture
@@ -220,11 +276,21 @@ def test_repeated_access_derives_once(derive_calls: list[object]) -> None:
     assert len(derive_calls) == 1
 
 
-@pytest.mark.parametrize("mutation", [
-    "c.data.a = 2", "c.data.a = True", "c.data.a = 1.0", "c.base = 4", "c.data.l.append(3)",
-    "c.data.l[0] = 9", "c.data.new = 1", "del c.data['b']", "c.data.b = '${base}x'",
-    "c.hydra_cache = {'salt': 's'}",
-])
+@pytest.mark.parametrize(
+    "mutation",
+    [
+        "c.data.a = 2",
+        "c.data.a = True",
+        "c.data.a = 1.0",
+        "c.base = 4",
+        "c.data.l.append(3)",
+        "c.data.l[0] = 9",
+        "c.data.new = 1",
+        "del c.data['b']",
+        "c.data.b = '${base}x'",
+        "c.hydra_cache = {'salt': 's'}",
+    ],
+)
 def test_memo_is_never_stale_after_a_change(mutation: str, derive_calls: list[object]) -> None:
     cfg = _memo_config()
     before = cfg.data.cache_dir
@@ -240,3 +306,28 @@ def test_memo_is_per_config_object(derive_calls: list[object]) -> None:
     two.data.a = 5
     assert one.data.cache_dir != two.data.cache_dir
     assert one.data.cache_dir == _memo_config().data.cache_dir
+
+
+def test_a_per_run_value_in_a_hashed_node_is_named_in_a_warning(
+    tmp_path: Path, cache_root: Path
+) -> None:
+    conf = write_config(
+        tmp_path / "conf",
+        {
+            "config.yaml": """
+        data:
+          resize: 8
+          stamp: ${now:%H-%M-%S-%f}
+          out: ${hydra:runtime.output_dir}
+          cache_dir: ${cache_dir:}
+    """
+        },
+    )
+    done = run_probe(conf, tmp_path, "hydra.run.dir=run", root=cache_root)
+    assert done.returncode == 0, done.stderr
+    for key in ("data.stamp", "data.out"):
+        assert re.search(
+            rf"\[WARNING\] - data\.cache_dir: {key} holds a per-run value, so "
+            r"its key changes on every run",
+            done.stdout + done.stderr,
+        ), key

@@ -44,8 +44,9 @@ Outcome = Literal["hit", "built", "waited"]
 class CacheEntry:
     """A cache entry at ``path``; usually ``CacheEntry(cfg.data.cache_dir)``."""
 
-    def __init__(self, path: str | os.PathLike[str], *,
-                 wait_log_interval: float = WAIT_LOG_INTERVAL) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, wait_log_interval: float = WAIT_LOG_INTERVAL
+    ) -> None:
         self.path = Path(path)
         self.lock_path = self.path.with_name(self.path.name + LOCK_SUFFIX)
         self.wait_log_interval = wait_log_interval
@@ -86,8 +87,9 @@ class CacheEntry:
             return None
         return data
 
-    def get_or_build(self, build: Callable[[Path], object], *,
-                     timeout: float | None = None) -> Path:
+    def get_or_build(
+        self, build: Callable[[Path], object], *, timeout: float | None = None
+    ) -> Path:
         """Return the entry's path, building it first if nobody has.
 
         ``build(staging)`` writes into a private, empty staging folder on the same filesystem;
@@ -110,7 +112,8 @@ class CacheEntry:
                 raise LockTimeout(
                     f"gave up after {waited:.0f}s waiting for {self.path} to be built by "
                     f"{self._describe_holder()}; fix: wait longer (timeout=...) or, if that "
-                    f"process is gone, remove {self.lock_path}")
+                    f"process is gone, remove {self.lock_path}"
+                )
             slice_ = _WAIT_SLICE if timeout is None else min(_WAIT_SLICE, timeout - waited)
             try:
                 lock.acquire(timeout=max(slice_, 0.0))
@@ -122,8 +125,12 @@ class CacheEntry:
                 now = time.monotonic()
                 if now - last_log >= self.wait_log_interval:
                     last_log = now
-                    log.info("waiting for %s: being built by %s (waited %.0fs)",
-                             self.path, self._describe_holder(), now - started)
+                    log.info(
+                        "waiting for %s: being built by %s (waited %.0fs)",
+                        self.path,
+                        self._describe_holder(),
+                        now - started,
+                    )
         try:
             if self.ready:
                 self.last_outcome = "waited"
@@ -137,7 +144,8 @@ class CacheEntry:
 
     def _build_and_publish(self, build: Callable[[Path], object]) -> None:
         staging = self.path.with_name(
-            f".{self.path.name}{STAGING_INFIX}{hostname()}.{os.getpid()}.{secrets.token_hex(4)}")
+            f".{self.path.name}{STAGING_INFIX}{hostname()}.{os.getpid()}.{secrets.token_hex(4)}"
+        )
         os.mkdir(staging)
         try:
             started_at = time.time()
@@ -162,9 +170,11 @@ class CacheEntry:
                 if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                     raise
             if self.ready:  # another publisher won (the lock did not hold); keep theirs
-                log.warning("%s was published by another process while this one built it "
-                            "(is flock working on this filesystem?); keeping that copy",
-                            self.path)
+                log.warning(
+                    "%s was published by another process while this one built it "
+                    "(is flock working on this filesystem?); keeping that copy",
+                    self.path,
+                )
                 shutil.rmtree(staging, ignore_errors=True)
                 return
             # Something that is not an entry sits at the path (a half-deleted entry, a
@@ -216,8 +226,9 @@ class CacheEntry:
 
     def _write_holder(self, fd: int) -> None:
         """Called by filelock right after it acquires: record who builds, for waiters."""
-        record = json.dumps({"host": hostname(), "pid": os.getpid(), "since": time.time(),
-                             "path": str(self.path)}).encode()
+        record = json.dumps(
+            {"host": hostname(), "pid": os.getpid(), "since": time.time(), "path": str(self.path)}
+        ).encode()
         os.ftruncate(fd, 0)
         os.pwrite(fd, record, 0)
 
@@ -239,7 +250,7 @@ class CacheEntry:
             if not name.startswith(prefix):
                 continue
             try:
-                host, pid_text, _token = name[len(prefix):].rsplit(".", 2)
+                host, pid_text, _token = name[len(prefix) :].rsplit(".", 2)
                 pid = int(pid_text)
             except ValueError:
                 continue

@@ -42,14 +42,30 @@ _VOLATILE = re.compile(
 )
 _FROM_ENV = re.compile(r"\$\{\s*oc\.env\s*:")
 _SECRET_WORDS = frozenset(
-    {"password", "passwd", "pwd", "passphrase", "secret", "secrets", "token", "tokens",
-     "apikey", "credential", "credentials", "auth", "privatekey", "accesskey", "secretkey"}
+    {
+        "password",
+        "passwd",
+        "pwd",
+        "passphrase",
+        "secret",
+        "secrets",
+        "token",
+        "tokens",
+        "apikey",
+        "credential",
+        "credentials",
+        "auth",
+        "privatekey",
+        "accesskey",
+        "secretkey",
+    }
 )
 _WORD_SPLIT = re.compile(r"[^a-z0-9]+")
 _SECRET_PAIRS = ("api_key", "api-key", "access_key", "private_key", "secret_key")
 
-_deriving: contextvars.ContextVar[bool] = contextvars.ContextVar("hydra_cache_deriving",
-                                                                  default=False)
+_deriving: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "hydra_cache_deriving", default=False
+)
 
 PathStep = Union[str, int]
 
@@ -169,8 +185,9 @@ def _redact(value: Any, path: str, paths: frozenset[str]) -> Any:
 
 def canonical_json(payload: Any) -> str:
     """The one serialisation every digest is taken over."""
-    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                      allow_nan=True)
+    return json.dumps(
+        payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=True
+    )
 
 
 def digest_of(payload: Any) -> str:
@@ -278,8 +295,7 @@ class _Walker:
             if not isinstance(node, Container) or node._is_none() or node._is_missing():
                 break
             content = node.__dict__["_content"]
-            step: PathStep = int(part) if isinstance(node, ListConfig) and part.isdigit() \
-                else part
+            step: PathStep = int(part) if isinstance(node, ListConfig) and part.isdigit() else part
             try:
                 child = node._get_node(step, validate_access=False)
             except (OmegaConfBaseException, KeyError, IndexError, TypeError):

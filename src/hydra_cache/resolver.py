@@ -146,8 +146,12 @@ def _memo_of(root: Container) -> dict[tuple[int, tuple[Any, ...]], Any]:
 
 
 def _environment() -> tuple[str | None, ...]:
-    return (os.environ.get(ENV_ROOT), os.environ.get("XDG_CACHE_HOME"),
-            os.environ.get("HOME"), _launch_dir())
+    return (
+        os.environ.get(ENV_ROOT),
+        os.environ.get("XDG_CACHE_HOME"),
+        os.environ.get("HOME"),
+        _launch_dir(),
+    )
 
 
 def _launch_dir() -> str:
@@ -159,15 +163,20 @@ def _launch_dir() -> str:
     return os.getcwd()
 
 
-def _resolve(args: tuple[Any, ...], parent: Container, node: Node, root: Container,
-             config_key: str) -> ResolvedCacheDir:
+def _resolve(
+    args: tuple[Any, ...], parent: Container, node: Node, root: Container, config_key: str
+) -> ResolvedCacheDir:
     settings_value, settings_snapshot = read_node(root, "hydra_cache")
     settings = parse_settings(settings_value)
     environment = _environment()
     holder = parent._get_full_key(None)
     nodes = _hashed_nodes(args, holder)
-    derived = derive(root, [(holder, parent)] if not args else nodes,
-                     exclude=settings.exclude, salt=settings.salt)
+    derived = derive(
+        root,
+        [(holder, parent)] if not args else nodes,
+        exclude=settings.exclude,
+        salt=settings.salt,
+    )
     namespace = sanitise_namespace(nodes[0] or config_key)
     cache_root = select_root(settings.root, base_dir=environment[-1] or os.getcwd())
     if str(cache_root.path) not in _checked_roots:
@@ -175,13 +184,22 @@ def _resolve(args: tuple[Any, ...], parent: Container, node: Node, root: Contain
         _checked_roots.add(str(cache_root.path))
     path = str(cache_root.path / namespace / derived.key)
     _announce(config_key, cache_root, derived)
-    registry.remember(path, registry.EntryInfo(
-        config_key=config_key, namespace=namespace, key=derived.key, digest=derived.digest,
-        payload=derived.redacted_payload(), root=str(cache_root.path),
-        root_source=cache_root.source, volatile=derived.volatile,
-    ))
-    return ResolvedCacheDir(path, config_key, namespace, derived, cache_root, settings,
-                            settings_snapshot, environment)
+    registry.remember(
+        path,
+        registry.EntryInfo(
+            config_key=config_key,
+            namespace=namespace,
+            key=derived.key,
+            digest=derived.digest,
+            payload=derived.redacted_payload(),
+            root=str(cache_root.path),
+            root_source=cache_root.source,
+            volatile=derived.volatile,
+        ),
+    )
+    return ResolvedCacheDir(
+        path, config_key, namespace, derived, cache_root, settings, settings_snapshot, environment
+    )
 
 
 def _hashed_nodes(args: tuple[Any, ...], holder: str) -> tuple[str, ...]:
@@ -236,4 +254,8 @@ def _announce(config_key: str, root: Root, derived: DerivedKey) -> None:
             log.warning(
                 "%s: %s holds a per-run value, so its key changes on every run and the cache "
                 "misses every time; fix: move %s out of the hashed node or add it to "
-                "hydra_cache.exclude", config_key, path, path)
+                "hydra_cache.exclude",
+                config_key,
+                path,
+                path,
+            )

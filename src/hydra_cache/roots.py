@@ -38,8 +38,9 @@ def select_root(
     if environ.get(ENV_ROOT):
         return Root(_absolute(environ[ENV_ROOT], base_dir), f"${ENV_ROOT}")
     if environ.get("XDG_CACHE_HOME"):
-        return Root(_absolute(environ["XDG_CACHE_HOME"], base_dir) / "hydra-cache",
-                    "$XDG_CACHE_HOME")
+        return Root(
+            _absolute(environ["XDG_CACHE_HOME"], base_dir) / "hydra-cache", "$XDG_CACHE_HOME"
+        )
     return Root(Path(os.path.expanduser("~")) / ".cache" / "hydra-cache", "~/.cache")
 
 

@@ -35,8 +35,11 @@ def parse_settings(node: Mapping[str, Any] | None) -> Settings:
     for name in node:
         if name not in KNOWN_SETTINGS:
             close = difflib.get_close_matches(str(name), KNOWN_SETTINGS, n=1)
-            hint = f"did you mean hydra_cache.{close[0]}?" if close else \
-                f"known settings are {', '.join(KNOWN_SETTINGS)}"
+            hint = (
+                f"did you mean hydra_cache.{close[0]}?"
+                if close
+                else f"known settings are {', '.join(KNOWN_SETTINGS)}"
+            )
             raise ConfigError(f"hydra_cache.{name} is not a setting; fix: {hint}")
     return Settings(
         root=_root(node.get("root")),
@@ -69,8 +72,14 @@ def _exclude(value: Any) -> tuple[str, ...]:
         )
     keys: list[str] = []
     for item in value:
-        if not isinstance(item, str) or not item.strip() or item != item.strip() \
-                or item.startswith(".") or item.endswith(".") or ".." in item:
+        if (
+            not isinstance(item, str)
+            or not item.strip()
+            or item != item.strip()
+            or item.startswith(".")
+            or item.endswith(".")
+            or ".." in item
+        ):
             raise ConfigError(
                 f"hydra_cache.exclude entry {item!r} is not an absolute dotted key; "
                 "fix: write it like data.num_workers"

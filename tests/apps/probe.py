@@ -17,11 +17,16 @@ from omegaconf import DictConfig, OmegaConf
 
 @hydra.main(version_base="1.3", config_path=None, config_name="config")
 def main(cfg: DictConfig) -> None:
+    if os.environ.get("PROBE_BUILD"):
+        from hydra_cache import CacheEntry
+
+        entry = CacheEntry(cfg.data.cache_dir)
+        entry.get_or_build(lambda staging: (staging / "built.txt").write_text("ok"))
+        print(f"ENTRY {entry.last_outcome}")
     keys = [k for k in os.environ.get("PROBE_KEYS", "data.cache_dir").split(",") if k]
     values = {key: OmegaConf.select(cfg, key) for key in keys}
     output_dir = Path(HydraConfig.get().runtime.output_dir)
-    record = {"num": HydraConfig.get().job.get("num", 0) or 0, "values": values,
-              "pid": os.getpid()}
+    record = {"num": HydraConfig.get().job.get("num", 0) or 0, "values": values, "pid": os.getpid()}
     (output_dir / "probe.json").write_text(json.dumps(record))
     print("PROBE " + json.dumps(values))
 

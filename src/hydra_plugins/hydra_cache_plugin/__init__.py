@@ -19,5 +19,6 @@ class HydraCacheSearchPathPlugin(SearchPathPlugin):
     """Makes ``hydra/callbacks=cache_manifest`` selectable from any app."""
 
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
-        search_path.append(provider="hydra-cache",
-                           path="pkg://hydra_plugins.hydra_cache_plugin.conf")
+        search_path.append(
+            provider="hydra-cache", path="pkg://hydra_plugins.hydra_cache_plugin.conf"
+        )

@@ -1,0 +1,92 @@
+"""A real builder process for the entry tests: races, kills and broken locks.
+
+usage: builder.py PATH LOG [--files N] [--sleep S] [--kill-at POINT] [--noop-flock]
+       [--start-file F] [--timeout T] [--log-interval S] [--fail]
+
+Each build appends ``BUILD <pid>`` to LOG and writes N files holding its pid, sleeping S
+seconds between files, so a mixed entry would show two pids. ``--kill-at`` SIGKILLs this
+process for real at one point of the publish: ``build`` (mid-build), ``fsync``, ``metadata``
+(just before the metadata file is moved into place) or ``rename`` (just before the publish).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("path")
+    parser.add_argument("log")
+    parser.add_argument("--files", type=int, default=5)
+    parser.add_argument("--sleep", type=float, default=0.01)
+    parser.add_argument("--kill-at", choices=["build", "fsync", "metadata", "rename"])
+    parser.add_argument("--noop-flock", action="store_true")
+    parser.add_argument("--start-file")
+    parser.add_argument("--timeout", type=float)
+    parser.add_argument("--log-interval", type=float, default=30.0)
+    parser.add_argument("--fail", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"
+    )
+
+    if args.noop_flock:
+        # The one fault this machine cannot produce: a filesystem where flock "succeeds"
+        # without excluding anybody (as on some Lustre/GPFS/NFS mounts).
+        import fcntl
+
+        fcntl.flock = lambda fd, op: None  # type: ignore[assignment]
+
+    def kill_self_on(module: object, name: str) -> None:
+        real = getattr(module, name)
+
+        def wrapper(*a: object, **k: object) -> object:
+            os.kill(os.getpid(), signal.SIGKILL)
+            return real(*a, **k)
+
+        setattr(module, name, wrapper)
+
+    from hydra_cache import CacheEntry
+
+    pid = os.getpid()
+
+    def build(staging: Path) -> None:
+        with open(args.log, "a") as log:
+            log.write(f"BUILD {pid}\n")
+        if args.fail:
+            (staging / "partial").write_text("x")
+            raise RuntimeError("build failed on purpose")
+        for number in range(args.files):
+            (staging / f"part{number}").write_text(f"{pid}\n" * 1000)
+            if args.kill_at == "build" and number == args.files // 2:
+                os.kill(pid, signal.SIGKILL)
+            time.sleep(args.sleep)
+        if args.kill_at == "fsync":
+            kill_self_on(os, "fsync")
+        if args.kill_at == "metadata":
+            kill_self_on(os, "replace")
+        if args.kill_at == "rename":
+            kill_self_on(os, "rename")
+
+    if args.start_file:
+        while not os.path.exists(args.start_file):
+            time.sleep(0.005)
+    entry = CacheEntry(args.path, wait_log_interval=args.log_interval)
+    try:
+        entry.get_or_build(build, timeout=args.timeout)
+    except Exception as error:  # report for the test, then fail
+        print(f"ERROR {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    print(f"OUTCOME {entry.last_outcome}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""CacheEntry: built exactly once, published atomically, never half-written."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import TESTS, clean_env
+from hydra_cache import CacheEntry
+from hydra_cache.entry import METADATA_NAME
+
+BUILDER = TESTS / "apps" / "builder.py"
+
+
+def start_builder(path: Path, log: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(BUILDER), str(path), str(log), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+    )
+
+
+def finish(process: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str, str]:
+    out, err = process.communicate(timeout=timeout)
+    return process.returncode, out, err
+
+
+def builds(log: Path) -> list[str]:
+    return log.read_text().split("BUILD ")[1:] if log.exists() else []
+
+
+def assert_whole(path: Path, files: int = 5) -> int:
+    """The entry is complete and every file comes from one builder; returns its pid."""
+    meta = json.loads((path / METADATA_NAME).read_text())
+    pids = {(path / f"part{n}").read_text().splitlines()[0] for n in range(files)}
+    assert len(pids) == 1, f"mixed entry: {pids}"
+    assert (path / "part0").read_text() == f"{meta['pid']}\n" * 1000
+    assert set(meta["files"]) == {f"part{n}" for n in range(files)}
+    return int(meta["pid"])
+
+
+def leftovers(path: Path) -> list[str]:
+    return (
+        sorted(p.name for p in path.parent.iterdir() if p.name.startswith(f".{path.name}."))
+        if path.parent.exists()
+        else []
+    )
+
+
+def test_build_publishes_metadata_and_a_hit_does_not_rebuild(tmp_path: Path) -> None:
+    path = tmp_path / "root" / "data" / "0123456789abcdef"
+    entry = CacheEntry(path)
+    assert not entry.ready and entry.metadata() is None
+    calls: list[Path] = []
+
+    def build(staging: Path) -> None:
+        calls.append(staging)
+        assert staging.parent == path.parent and staging != path and not any(staging.iterdir())
+        (staging / "x.txt").write_text("hello")
+
+    assert entry.get_or_build(build) == path
+    assert entry.last_outcome == "built" and entry.ready
+    assert (path / "x.txt").read_text() == "hello"
+    meta = entry.metadata()
+    assert meta is not None
+    assert meta["key"] == "0123456789abcdef" and meta["namespace"] == "data"
+    assert meta["pid"] == os.getpid() and meta["host"] and meta["created"] and meta["published"]
+    assert meta["hydra_cache_version"] and meta["size_bytes"] == 5
+    assert CacheEntry(path).get_or_build(build) == path
+    assert len(calls) == 1 and leftovers(path) == []
+
+
+def test_metadata_carries_digest_and_redacted_payload(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from omegaconf import OmegaConf
+
+    import hydra_plugins.hydra_cache_plugin  # noqa: F401
+
+    monkeypatch.setenv("HYDRA_CACHE_ROOT", str(tmp_path / "root"))
+    cfg = OmegaConf.create(
+        {"data": {"resize": 8, "password": "hunter2", "cache_dir": "${cache_dir:}"}}
+    )
+    entry = CacheEntry(cfg.data.cache_dir)
+    entry.get_or_build(lambda staging: (staging / "a").write_text("1"))
+    meta = entry.metadata()
+    assert meta is not None
+    assert meta["digest"].startswith(meta["key"]) and len(meta["digest"]) == 64
+    assert meta["config_key"] == "data.cache_dir" and meta["root_source"] == "$HYDRA_CACHE_ROOT"
+    assert meta["payload"]["nodes"]["data"] == {"resize": 8, "password": "<redacted>"}
+    assert "hunter2" not in (entry.path / METADATA_NAME).read_text()
+
+
+def test_a_failing_build_leaves_nothing_and_propagates(tmp_path: Path) -> None:
+    path = tmp_path / "ns" / "aaaaaaaaaaaaaaaa"
+
+    def build(staging: Path) -> None:
+        (staging / "half").write_text("half")
+        raise KeyError("boom")
+
+    with pytest.raises(KeyError, match="boom"):
+        CacheEntry(path).get_or_build(build)
+    assert not path.exists() and leftovers(path) == []
+    CacheEntry(path).get_or_build(lambda s: (s / "ok").write_text("ok"))
+    assert (path / "ok").exists()
+
+
+def test_a_hit_never_takes_the_lock(tmp_path: Path) -> None:
+    path = tmp_path / "ns" / "bbbbbbbbbbbbbbbb"
+    CacheEntry(path).get_or_build(lambda s: (s / "v").write_text("1"))
+    holder = start_builder(tmp_path / "ns" / "other", tmp_path / "log", "--sleep", "0")
+    finish(holder)
+    # Hold the lock of the ready entry from another process, then hit it.
+    script = (
+        "import sys, time\nfrom filelock import FileLock\n"
+        f"lock = FileLock({str(path) + '.lock'!r}); lock.acquire()\n"
+        "print('locked', flush=True); time.sleep(30)\n"
+    )
+    locker = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert locker.stdout is not None and locker.stdout.readline().strip() == "locked"
+        entry = CacheEntry(path)
+        assert entry.get_or_build(lambda s: None, timeout=5) == path
+        assert entry.last_outcome == "hit"
+    finally:
+        locker.kill()
+        locker.wait()
+
+
+def test_eight_processes_race_one_builds_all_reuse(tmp_path: Path) -> None:
+    path, log, start = tmp_path / "ns" / "cccccccccccccccc", tmp_path / "log", tmp_path / "go"
+    racers = [
+        start_builder(path, log, "--start-file", str(start), "--sleep", "0.05") for _ in range(8)
+    ]
+    time.sleep(1.0)  # let every interpreter reach the start line
+    start.touch()
+    results = [finish(p) for p in racers]
+    assert all(code == 0 for code, _, _ in results), [err for _, _, err in results]
+    outcomes = sorted(out.split()[-1] for _, out, _ in results)
+    assert outcomes.count("built") == 1 and len(builds(log)) == 1
+    assert set(outcomes) <= {"built", "waited", "hit"}
+    assert assert_whole(path) == int(builds(log)[0])
+    assert leftovers(path) == []
+
+
+@pytest.mark.parametrize("point", ["build", "fsync", "metadata", "rename"])
+def test_sigkill_at_any_point_leaves_nothing_ready_and_next_call_rebuilds(
+    point: str, tmp_path: Path
+) -> None:
+    path, log = tmp_path / "ns" / "dddddddddddddddd", tmp_path / "log"
+    code, _, _ = finish(start_builder(path, log, "--kill-at", point))
+    assert code == -9
+    assert not CacheEntry(path).ready and not path.exists()
+    assert leftovers(path), "the killed build should have left its staging folder"
+    code, out, err = finish(start_builder(path, log))
+    assert code == 0, err
+    assert out.split()[-1] == "built" and len(builds(log)) == 2
+    assert assert_whole(path) == int(builds(log)[1])
+    assert leftovers(path) == [], "the next build clears a killed builder's staging folder"
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_without_a_working_flock_racers_never_publish_a_mixed_entry(
+    round_: int, tmp_path: Path
+) -> None:
+    path, log, start = tmp_path / "ns" / "eeeeeeeeeeeeeeee", tmp_path / "log", tmp_path / "go"
+    racers = [
+        start_builder(path, log, "--noop-flock", "--start-file", str(start), "--sleep", "0.02")
+        for _ in range(8)
+    ]
+    time.sleep(1.0)
+    start.touch()
+    results = [finish(p) for p in racers]
+    assert all(code == 0 for code, _, _ in results), [err for _, _, err in results]
+    assert len(builds(log)) >= 2, "with flock a no-op, racers should duplicate work"
+    winner = assert_whole(path)
+    assert str(winner) in {b.strip() for b in builds(log)}
+    assert leftovers(path) == []
+
+
+def test_waiter_says_whom_it_waits_for_and_can_time_out(tmp_path: Path) -> None:
+    path, log = tmp_path / "ns" / "ffffffffffffffff", tmp_path / "log"
+    holder = start_builder(path, log, "--files", "4", "--sleep", "1")
+    deadline = time.time() + 30
+    while not builds(log) and time.time() < deadline:
+        time.sleep(0.05)
+    impatient = finish(start_builder(path, log, "--timeout", "0.5"))
+    waiter = finish(start_builder(path, log, "--log-interval", "0.5"))
+    code, _, _ = finish(holder)
+    assert code == 0
+    assert impatient[0] == 1 and "LockTimeout" in impatient[2]
+    assert f":{holder.pid} (holding the lock for" in impatient[2]
+    assert waiter[0] == 0 and waiter[1].split()[-1] == "waited"
+    assert f"waiting for {path}: being built by" in waiter[2]
+    assert f":{holder.pid} (holding the lock for" in waiter[2]
+    assert len(builds(log)) == 1
+
+
+def test_a_stray_folder_at_the_path_is_moved_aside_not_built_into(tmp_path: Path) -> None:
+    path = tmp_path / "ns" / "1111111111111111"
+    path.mkdir(parents=True)
+    (path / "stray").write_text("from a half-finished rm -rf")
+    CacheEntry(path).get_or_build(lambda s: (s / "good").write_text("1"))
+    assert sorted(p.name for p in path.iterdir()) == [METADATA_NAME, "good"]
+    assert leftovers(path) == []
