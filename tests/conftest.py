@@ -77,6 +77,12 @@ def probe_results(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in found]
 
 
+@pytest.fixture(autouse=True)
+def private_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the list of known roots ($XDG_STATE_HOME) inside the test, for children too."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+
+
 @pytest.fixture
 def cache_root(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path / "cache-root"

@@ -13,9 +13,17 @@ from typing import TYPE_CHECKING, Any
 from hydra_cache.errors import ConfigError, HydraCacheError, LockTimeout
 
 if TYPE_CHECKING:
+    from hydra_cache.callback import ManifestCallback
     from hydra_cache.entry import CacheEntry
 
-__all__ = ["CacheEntry", "ConfigError", "HydraCacheError", "LockTimeout", "__version__"]
+__all__ = [
+    "CacheEntry",
+    "ConfigError",
+    "ManifestCallback",
+    "HydraCacheError",
+    "LockTimeout",
+    "__version__",
+]
 __version__ = "0.1.0"
 
 
@@ -24,4 +32,8 @@ def __getattr__(name: str) -> Any:
         from hydra_cache.entry import CacheEntry
 
         return CacheEntry
+    if name == "ManifestCallback":
+        from hydra_cache.callback import ManifestCallback
+
+        return ManifestCallback
     raise AttributeError(f"module 'hydra_cache' has no attribute {name!r}")

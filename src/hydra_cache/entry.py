@@ -12,6 +12,7 @@ rename wins, and the loser discards its copy. Readers never take the lock.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -20,12 +21,13 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from hydra_cache import registry
+from hydra_cache import journal, registry
 from hydra_cache.errors import LockTimeout
-from hydra_cache.liveness import hostname, process_alive
+from hydra_cache.liveness import hostname, iso_time, process_alive
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +39,31 @@ STAGING_INFIX = ".staging."
 WAIT_LOG_INTERVAL = 30.0
 #: How often a waiter re-checks readiness while the lock is held elsewhere.
 _WAIT_SLICE = 0.5
+#: A hit refreshes the entry's "last used" mark (its metadata's mtime) at most this often.
+LAST_USED_RESOLUTION = 60.0
 
 Outcome = Literal["hit", "built", "waited"]
+Status = Literal["hit", "building", "torn", "miss"]
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """A staging folder left beside an entry, and whether its builder still runs."""
+
+    name: str
+    host: str
+    pid: int
+    alive: bool | None
+    age_seconds: float
+
+
+@dataclass(frozen=True)
+class EntryState:
+    """What is on disk for one entry right now, with the evidence."""
+
+    status: Status
+    holder: dict[str, Any] | None = None
+    leftovers: tuple[Leftover, ...] = ()
 
 
 class CacheEntry:
@@ -97,8 +122,7 @@ class CacheEntry:
         folder is removed and the error propagates. Only one process builds a key at a time;
         the others wait (logging whom they wait for) and reuse the result.
         """
-        if self.ready:
-            self.last_outcome = "hit"
+        if self._hit():
             return self.path
         from filelock import FileLock, Timeout
 
@@ -120,7 +144,7 @@ class CacheEntry:
                 break
             except Timeout:
                 if self.ready:
-                    self.last_outcome = "waited"
+                    self._note("waited")
                     return self.path
                 now = time.monotonic()
                 if now - last_log >= self.wait_log_interval:
@@ -133,11 +157,10 @@ class CacheEntry:
                     )
         try:
             if self.ready:
-                self.last_outcome = "waited"
+                self._note("waited")
                 return self.path
             self._remove_dead_staging()
             self._build_and_publish(build)
-            self.last_outcome = "built"
             return self.path
         finally:
             lock.release()
@@ -152,20 +175,23 @@ class CacheEntry:
             started = time.monotonic()
             build(staging)
             seconds = time.monotonic() - started
-            self._write_metadata(staging, started_at, seconds)
-            self._publish(staging)
+            metadata = self._write_metadata(staging, started_at, seconds)
+            published = self._publish(staging)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         log.info("built %s in %.2fs", self.path, seconds)
+        self._note("built" if published else "waited", seconds, metadata["size_bytes"])
+        if published:
+            self._journal_publish(metadata)
 
-    def _publish(self, staging: Path) -> None:
-        """Rename the staging folder into place; a lost race discards our copy."""
+    def _publish(self, staging: Path) -> bool:
+        """Rename the staging folder into place; a lost race discards our copy (False)."""
         for _attempt in range(2):
             try:
                 os.rename(staging, self.path)
                 _fsync(self.path.parent)
-                return
+                return True
             except OSError as error:
                 if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                     raise
@@ -176,7 +202,7 @@ class CacheEntry:
                     self.path,
                 )
                 shutil.rmtree(staging, ignore_errors=True)
-                return
+                return False
             # Something that is not an entry sits at the path (a half-deleted entry, a
             # hand-made folder): move it aside rather than build into or over it.
             aside = self.path.with_name(f".{self.path.name}.aside.{secrets.token_hex(4)}")
@@ -187,7 +213,7 @@ class CacheEntry:
             shutil.rmtree(aside, ignore_errors=True)
         raise FileExistsError(errno.EEXIST, "could not publish cache entry", str(self.path))
 
-    def _write_metadata(self, staging: Path, started_at: float, seconds: float) -> None:
+    def _write_metadata(self, staging: Path, started_at: float, seconds: float) -> dict[str, Any]:
         files: dict[str, dict[str, int]] = {}
         for directory, _dirs, names in os.walk(staging):
             for name in names:
@@ -208,10 +234,11 @@ class CacheEntry:
             "payload": info.payload if info else None,
             "root": info.root if info else str(self.path.parent.parent),
             "root_source": info.root_source if info else None,
+            "run_dir": info.run_dir if info else None,
             "host": hostname(),
             "pid": os.getpid(),
-            "created": _iso(started_at),
-            "published": _iso(time.time()),
+            "created": iso_time(started_at),
+            "published": iso_time(time.time()),
             "build_seconds": round(seconds, 6),
             "size_bytes": sum(f["size"] for f in files.values()),
             "files": files,
@@ -223,6 +250,94 @@ class CacheEntry:
             os.fsync(handle.fileno())
         os.replace(temporary, staging / METADATA_NAME)
         _fsync(staging)
+        return metadata
+
+    def _hit(self) -> bool:
+        """The hit path: one ``stat``; refresh the last-used mark at most once a minute."""
+        try:
+            status = os.stat(self.metadata_path)
+        except OSError:
+            return False
+        now = time.time()
+        if now - status.st_mtime > LAST_USED_RESOLUTION:
+            # On a read-only shared cache this fails: the mark is only a hint for gc.
+            with contextlib.suppress(OSError):
+                os.utime(self.metadata_path, (now, now))
+        self._note("hit")
+        return True
+
+    def _note(self, action: Outcome, seconds: float | None = None, size: int | None = None) -> None:
+        self.last_outcome = action
+        registry.note_outcome(str(self.path), registry.Outcome(action, seconds, size))
+
+    def _journal_publish(self, metadata: dict[str, Any]) -> None:
+        root = Path(metadata["root"])
+        fields = {
+            k: metadata[k]
+            for k in (
+                "namespace",
+                "key",
+                "digest",
+                "config_key",
+                "payload",
+                "run_dir",
+                "size_bytes",
+                "build_seconds",
+                "path",
+            )
+        }
+        try:
+            journal.append(root, "publish", **fields)
+            journal.remember_root(root, metadata.get("root_source") or "unknown")
+        except OSError as error:  # the entry is published and valid; the record is a hint
+            log.warning("published %s but could not journal it: %s", self.path, error)
+
+    def state(self) -> EntryState:
+        """hit, building (a live process holds the lock), torn (a killed build's leftovers)
+        or miss, with the evidence."""
+        if self.ready:
+            return EntryState("hit")
+        leftovers = tuple(self.leftovers())
+        holder = self.holder()
+        if holder is not None and self._lock_held():
+            return EntryState("building", holder, leftovers)
+        if any(item.alive is not True for item in leftovers):
+            return EntryState("torn", holder, leftovers)
+        return EntryState("miss", holder, leftovers)
+
+    def leftovers(self) -> list[Leftover]:
+        """Staging folders of this key (a build in progress, or a killed one)."""
+        prefix = f".{self.path.name}{STAGING_INFIX}"
+        found: list[Leftover] = []
+        try:
+            scan = list(os.scandir(self.path.parent))
+        except (FileNotFoundError, NotADirectoryError):
+            return found
+        now = time.time()
+        for item in scan:
+            if not item.name.startswith(prefix):
+                continue
+            try:
+                host, pid_text, _token = item.name[len(prefix) :].rsplit(".", 2)
+                pid = int(pid_text)
+                age = now - item.stat(follow_symlinks=False).st_mtime
+            except (ValueError, OSError):
+                continue
+            found.append(Leftover(item.name, host, pid, process_alive(host, pid), age))
+        return found
+
+    def _lock_held(self) -> bool:
+        if not self.lock_path.exists():
+            return False
+        from filelock import FileLock, Timeout
+
+        probe = FileLock(str(self.lock_path))
+        try:
+            probe.acquire(blocking=False)
+        except Timeout:
+            return True
+        probe.release()
+        return False
 
     def _write_holder(self, fd: int) -> None:
         """Called by filelock right after it acquires: record who builds, for waiters."""
@@ -257,10 +372,6 @@ class CacheEntry:
             if process_alive(host, pid) is False:
                 log.info("removing %s, left by a killed build (pid %d)", name, pid)
                 shutil.rmtree(self.path.parent / name, ignore_errors=True)
-
-
-def _iso(timestamp: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(timestamp))
 
 
 def _fsync(path: str | Path) -> None:

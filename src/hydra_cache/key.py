@@ -35,6 +35,8 @@ KEY_LENGTH = 16
 #: Nodes that never join a key (the ``hydra_cache`` node joins through its ``salt`` only).
 ALWAYS_EXCLUDED = frozenset({"hydra", "hydra_cache"})
 REDACTED = "<redacted>"
+#: Stands for a per-run value that cannot be resolved outside a job (e.g. in the CLI).
+UNRESOLVED_PER_RUN = "<per-run value>"
 
 _VOLATILE = re.compile(
     r"\$\{\s*(?:now\s*:|hydra\s*:\s*(?:runtime\.output_dir|job\.num|job\.id|run\.dir"
@@ -335,6 +337,8 @@ class _Walker:
                 if _is_self_reference(error):
                     self.derived.append(path)
                     return _SKIP
+                if self.volatile and self.volatile[-1] == path:
+                    return UNRESOLVED_PER_RUN
                 raise ConfigError(
                     f"{path}: cannot resolve {raw!r} ({_first_line(error)}); fix: make the "
                     f"interpolation resolvable, or add '{path}' to hydra_cache.exclude"

@@ -1,4 +1,4 @@
-"""Who is this process, and is another one still alive?
+"""Who is this process, is another one still alive, and what time is it (for records)?
 
 Lock files and staging folders carry the host and pid of their creator, so a waiter can say who
 it waits for and a later run can tell a build in progress from one that was killed.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from functools import lru_cache
 
 
@@ -29,3 +30,8 @@ def process_alive(host: str, pid: int) -> bool | None:
     except PermissionError:
         return True
     return True
+
+
+def iso_time(timestamp: float) -> str:
+    """Local time with its UTC offset, as every record of hydra-cache writes it."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(timestamp))

@@ -1,8 +1,9 @@
-"""What this process derived for each cache path, so an entry can describe itself.
+"""What this process derived and did for each cache path.
 
 The resolver fills it (config -> key -> path); :class:`~hydra_cache.entry.CacheEntry` reads it
-when it publishes, to put the digest and the (redacted) payload into the entry's metadata.
-Data flows one way: nothing here knows about Hydra or about disks.
+when it publishes, to put the digest, the redacted payload and the run into the entry's
+metadata, and records what each ``get_or_build`` did so the manifest callback can report it at
+the end of the job. Nothing here knows about Hydra or about disks.
 """
 
 from __future__ import annotations
@@ -23,9 +24,20 @@ class EntryInfo:
     root: str
     root_source: str
     volatile: tuple[str, ...] = ()
+    run_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one ``get_or_build`` call did."""
+
+    action: str  # hit | built | waited
+    build_seconds: float | None = None
+    size_bytes: int | None = None
 
 
 _by_path: dict[str, EntryInfo] = {}
+_outcomes: dict[str, Outcome] = {}
 
 
 def remember(path: str, info: EntryInfo) -> None:
@@ -34,3 +46,19 @@ def remember(path: str, info: EntryInfo) -> None:
 
 def lookup(path: str) -> EntryInfo | None:
     return _by_path.get(path)
+
+
+def note_outcome(path: str, outcome: Outcome) -> None:
+    # A build or a wait is more telling than a later hit in the same job.
+    if outcome.action == "hit" and path in _outcomes:
+        return
+    _outcomes[path] = outcome
+
+
+def outcome(path: str) -> Outcome | None:
+    return _outcomes.get(path)
+
+
+def forget_outcomes() -> None:
+    """Called at job start: a joblib worker runs many jobs in one process."""
+    _outcomes.clear()

@@ -163,6 +163,15 @@ def _launch_dir() -> str:
     return os.getcwd()
 
 
+def _run_dir() -> str | None:
+    """The output folder of the Hydra job deriving this key, for the entry's records."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    return str(HydraConfig.get().runtime.get("output_dir") or "") or None
+
+
 def _resolve(
     args: tuple[Any, ...], parent: Container, node: Node, root: Container, config_key: str
 ) -> ResolvedCacheDir:
@@ -195,6 +204,7 @@ def _resolve(
             root=str(cache_root.path),
             root_source=cache_root.source,
             volatile=derived.volatile,
+            run_dir=_run_dir(),
         ),
     )
     return ResolvedCacheDir(

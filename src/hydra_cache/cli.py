@@ -1,0 +1,262 @@
+"""``hydra-cache``: the command line. Each subcommand is a thin call into the modules.
+
+Exit status: 0 ok, 1 a finding (reserved for ``diff --fail-on-invalidate`` and ``verify``),
+2 bad usage or a bad config, with one line on stderr (``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra_cache.errors import HydraCacheError
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FINDING, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(HydraCacheError):
+    """Bad arguments on the command line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # one line and exit 2, like every other error
+        raise UsageError(f"{message}; fix: see '{self.prog} --help'")
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-cd", "--config-dir", default="conf", help="folder of the app's configs (default: conf)"
+    )
+    parser.add_argument(
+        "-cn", "--config-name", default="config", help="primary config name (default: config)"
+    )
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data.resize=4")
+
+
+def _add_format(parser: argparse.ArgumentParser, *choices: str) -> None:
+    parser.add_argument("--format", choices=choices or ("text", "json"), default="text")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="hydra-cache", description=__doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    keys = commands.add_parser("keys", help="list every cache dir of a composed config")
+    _add_config_args(keys)
+    _add_format(keys)
+    why = commands.add_parser("why", help="explain each cache dir that is not ready")
+    _add_config_args(why)
+    _add_format(why)
+    ls = commands.add_parser("ls", help="list the entries under a root")
+    ls.add_argument("--root", help="cache root (default: $HYDRA_CACHE_ROOT, then the XDG cache)")
+    ls.add_argument("--namespace", help="only this namespace")
+    _add_format(ls)
+    gc = commands.add_parser("gc", help="evict entries, least recently used first")
+    gc.add_argument("--root", help="cache root (default: $HYDRA_CACHE_ROOT, then the XDG cache)")
+    gc.add_argument("--max-size", help="evict until the root holds at most this, e.g. 50G")
+    gc.add_argument("--older-than", help="evict entries unused for longer, e.g. 30d")
+    gc.add_argument("--namespace", help="only this namespace")
+    gc.add_argument("--dry-run", action="store_true", help="say what would go; remove nothing")
+    _add_format(gc)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args_list
+    try:
+        args = parser.parse_args(args_list)
+        logging.basicConfig(level=logging.WARNING, format="%(message)s")
+        handler = {"keys": cmd_keys, "why": cmd_why, "ls": cmd_ls, "gc": cmd_gc}[args.command]
+        return handler(args)
+    except (HydraCacheError, OSError) as error:
+        if debug:
+            raise
+        text = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        print(f"hydra-cache: error: {text}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _resolved(args: argparse.Namespace) -> list[Any]:
+    from omegaconf.errors import OmegaConfBaseException
+
+    from hydra_cache.composing import compose_config
+    from hydra_cache.errors import ConfigError
+    from hydra_cache.resolver import resolve_all
+
+    cfg = compose_config(args.config_dir, args.config_name, list(args.overrides))
+    try:
+        return resolve_all(cfg)
+    except OmegaConfBaseException as error:
+        raise ConfigError(str(error).strip().splitlines()[0]) from None
+
+
+def _emit(args: argparse.Namespace, rows: list[dict[str, Any]], text: str) -> None:
+    if args.format == "json":
+        print(json.dumps(rows, indent=1, default=str))
+    else:
+        print(text)
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows
+    )
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from hydra_cache.entry import CacheEntry
+
+    rows = []
+    for item in _resolved(args):
+        rows.append(
+            {
+                "config_key": item.config_key,
+                "namespace": item.namespace,
+                "key": item.derived.key,
+                "path": item.path,
+                "status": CacheEntry(item.path).state().status,
+                "root_source": item.root.source,
+            }
+        )
+    header = ["config key", "namespace", "key", "status", "path"]
+    text = (
+        _table(
+            [
+                header,
+                *[
+                    [r["config_key"], r["namespace"], r["key"], r["status"], r["path"]]
+                    for r in rows
+                ],
+            ]
+        )
+        if rows
+        else "no ${cache_dir:} found"
+    )
+    _emit(args, rows, text)
+    return EXIT_OK
+
+
+def cmd_why(args: argparse.Namespace) -> int:
+    from hydra_cache import registry
+    from hydra_cache.explain import explain
+
+    rows, blocks = [], []
+    resolved = _resolved(args)
+    for item in resolved:
+        explanation = explain(item.path, registry.lookup(item.path))
+        rows.append({"config_key": item.config_key, "path": item.path, **explanation.as_dict()})
+        if explanation.is_miss:
+            blocks.append(f"{item.config_key}: {explanation.as_text()}")
+    ready = len(resolved) - len(blocks)
+    text = "\n".join(blocks) if blocks else f"all {ready} cache dirs are ready"
+    _emit(args, rows, text)
+    return EXIT_OK
+
+
+def _root(args: argparse.Namespace) -> Path:
+    from hydra_cache.roots import select_root
+
+    return select_root(args.root, base_dir=os.getcwd()).path
+
+
+def human_size(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def _when(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from hydra_cache.entry import CacheEntry
+    from hydra_cache.eviction import scan
+
+    root = _root(args)
+    rows = []
+    for found in sorted(scan(root, args.namespace), key=lambda f: (f.namespace, f.last_used)):
+        meta = CacheEntry(found.path).metadata() or {}
+        rows.append(
+            {
+                "namespace": found.namespace,
+                "key": found.key,
+                "size_bytes": found.size_bytes,
+                "created": meta.get("created"),
+                "last_used": _when(found.last_used),
+                "run_dir": meta.get("run_dir"),
+                "config_key": meta.get("config_key"),
+                "path": str(found.path),
+            }
+        )
+    header = ["namespace", "key", "size", "created", "last used", "built by run"]
+    cells = [
+        [
+            r["namespace"],
+            r["key"],
+            human_size(r["size_bytes"]),
+            str(r["created"])[:16].replace("T", " "),
+            r["last_used"],
+            r["run_dir"] or "-",
+        ]
+        for r in rows
+    ]
+    text = _table([header, *cells]) if rows else f"no entries under {root}"
+    _emit(args, rows, text)
+    return EXIT_OK
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from hydra_cache.eviction import evict, parse_age, parse_size, plan, scan
+
+    if args.max_size is None and args.older_than is None:
+        raise UsageError(
+            "gc needs --max-size and/or --older-than; fix: e.g. hydra-cache gc --older-than 30d"
+        )
+    max_size = parse_size(args.max_size) if args.max_size is not None else None
+    older = parse_age(args.older_than) if args.older_than is not None else None
+    root = _root(args)
+    chosen = plan(scan(root, args.namespace), max_size=max_size, older_than=older)
+    rows = []
+    for found, reason in chosen:
+        removed = False if args.dry_run else evict(found, reason, root)
+        rows.append(
+            {
+                "path": str(found.path),
+                "size_bytes": found.size_bytes,
+                "reason": reason,
+                "removed": removed,
+                "dry_run": args.dry_run,
+            }
+        )
+    verb = "would remove" if args.dry_run else "removed"
+    lines = [
+        f"{verb if r['removed'] or args.dry_run else 'skipped (in use)'} {r['path']} "
+        f"({human_size(r['size_bytes'])}): {r['reason']}"
+        for r in rows
+    ]
+    total = sum(r["size_bytes"] for r in rows if r["removed"] or args.dry_run)
+    lines.append(
+        f"{verb} {sum(1 for r in rows if r['removed'] or args.dry_run)} entries, "
+        f"{human_size(total)}"
+    )
+    _emit(args, rows, "\n".join(lines))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

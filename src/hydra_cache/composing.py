@@ -1,0 +1,40 @@
+"""Compose a config the way a Hydra app would, for the command line.
+
+This is the CLI's one door into Hydra: the same config dir, config name and overrides give the
+same composed config, and so the same cache dirs, as the app itself.
+"""
+
+from __future__ import annotations
+
+import os
+
+from omegaconf import DictConfig, open_dict
+
+from hydra_cache.errors import ConfigError
+from hydra_cache.resolver import register
+
+
+def compose_config(config_dir: str, config_name: str, overrides: list[str]) -> DictConfig:
+    """The composed config (with its ``hydra`` node, so ``${hydra:...}`` resolves)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    register()
+    directory = os.path.abspath(config_dir)
+    if not os.path.isdir(directory):
+        raise ConfigError(
+            f"--config-dir {config_dir}: no such directory; fix: point -cd at the "
+            "folder that holds your app's configs"
+        )
+    try:
+        with initialize_config_dir(config_dir=directory, version_base=None, job_name="hydra-cache"):
+            cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException) as error:
+        said = " ".join(str(error).strip().splitlines()[:2]) or repr(error)
+        raise ConfigError(f"cannot compose {config_name!r} from {config_dir}: {said}") from None
+    with open_dict(cfg):
+        cfg.hydra.runtime.cwd = os.getcwd()
+    HydraConfig.instance().set_config(cfg)
+    return cfg

@@ -1,0 +1,359 @@
+"""Why is the cached training file missing? One answer per entry, with the evidence.
+
+For an entry that is not ready, the most specific of these applies:
+
+- ``building``: a live process holds the lock (host, pid, for how long);
+- ``torn``: a build was killed and left its staging folder;
+- ``evicted``: ``hydra-cache gc`` removed it (the journal says when and why);
+- ``deleted``: the journal says it was published, and no hydra-cache deletion is recorded;
+- ``root-moved``: the same key is ready under another root this user has used;
+- ``volatile``: the key holds a per-run value, so it can never hit;
+- ``key-changed``: other entries of the namespace exist; the nearest is shown as a leaf diff;
+- ``never-built``: nothing of this namespace was ever built under this root.
+
+Everything shown comes from redacted payloads: a secret never reaches an explanation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra_cache import journal
+from hydra_cache.entry import METADATA_NAME, CacheEntry, EntryState
+from hydra_cache.key import REDACTED, child_path
+from hydra_cache.registry import EntryInfo
+
+
+@dataclass(frozen=True)
+class LeafChange:
+    """One hashed value that differs between two payloads."""
+
+    key: str
+    old: Any
+    new: Any
+    #: "changed", "added" (only in the new payload) or "removed" (only in the old one).
+    kind: str = "changed"
+
+    def __str__(self) -> str:
+        if self.kind == "added":
+            return f"{self.key}: (absent) -> {_show(self.new)}"
+        if self.kind == "removed":
+            return f"{self.key}: {_show(self.old)} -> (absent)"
+        return f"{self.key}: {_show(self.old)} -> {_show(self.new)}"
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why one cache dir is (not) ready: a kind, one line, details and the raw evidence."""
+
+    kind: str
+    summary: str
+    details: tuple[str, ...] = ()
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_miss(self) -> bool:
+        return self.kind != "hit"
+
+    def as_text(self) -> str:
+        return "\n".join([self.summary, *(f"    {line}" for line in self.details)])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "summary": self.summary,
+            "details": list(self.details),
+            "evidence": self.evidence,
+        }
+
+
+def _show(value: Any) -> str:
+    if value == REDACTED:
+        return REDACTED
+    return json.dumps(value, ensure_ascii=False)
+
+
+def flatten(value: Any, path: str = "") -> dict[str, Any]:
+    """Dotted key -> leaf value (an empty dict or list counts as a leaf)."""
+    if isinstance(value, dict) and value:
+        return {
+            k: v
+            for name, item in value.items()
+            for k, v in flatten(item, child_path(path, name)).items()
+        }
+    if isinstance(value, list) and value:
+        return {
+            k: v
+            for index, item in enumerate(value)
+            for k, v in flatten(item, child_path(path, index)).items()
+        }
+    return {path: value}
+
+
+def leaf_diff(old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[LeafChange]:
+    """Leaf-by-leaf differences between two payloads' hashed nodes (and salts)."""
+    before = _leaves(old)
+    after = _leaves(new)
+    changes: list[LeafChange] = []
+    for key in sorted(before.keys() | after.keys()):
+        if key not in after:
+            changes.append(LeafChange(key, before[key], None, "removed"))
+        elif key not in before:
+            changes.append(LeafChange(key, None, after[key], "added"))
+        elif _typed(before[key]) != _typed(after[key]):
+            changes.append(LeafChange(key, before[key], after[key]))
+    return changes
+
+
+def _typed(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def _leaves(payload: dict[str, Any] | None) -> dict[str, Any]:
+    if not payload:
+        return {}
+    leaves: dict[str, Any] = {}
+    for name, value in (payload.get("nodes") or {}).items():
+        leaves.update(flatten(value, "" if name == "." else name))
+    if payload.get("salt") is not None:
+        leaves["hydra_cache.salt"] = payload["salt"]
+    return leaves
+
+
+def published_entries(namespace_dir: Path) -> Iterator[dict[str, Any]]:
+    """Metadata of every published entry in one namespace folder (symlinks are not followed)."""
+    try:
+        items = list(os.scandir(namespace_dir))
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for item in items:
+        if item.name.startswith(".") or not item.is_dir(follow_symlinks=False):
+            continue
+        try:
+            with open(os.path.join(item.path, METADATA_NAME), encoding="utf-8") as handle:
+                meta = json.load(handle)
+        except (OSError, ValueError):
+            continue
+        if isinstance(meta, dict):
+            yield meta
+
+
+def explain(path: str | Path, info: EntryInfo | None = None) -> Explanation:
+    """Explain the state of the cache dir at ``path`` (``info`` is how it was derived)."""
+    entry = CacheEntry(path)
+    target = entry.path
+    namespace = info.namespace if info else target.parent.name
+    key = info.key if info else target.name
+    root = Path(info.root) if info else target.parent.parent
+    state = entry.state()
+    evidence: dict[str, Any] = {
+        "path": str(target),
+        "root": str(root),
+        "namespace": namespace,
+        "key": key,
+        "status": state.status,
+    }
+    if state.status == "hit":
+        meta = entry.metadata() or {}
+        return Explanation(
+            "hit",
+            f"hit: {target} (built {meta.get('created', '?')} by run {meta.get('run_dir') or '?'})",
+            evidence=evidence,
+        )
+    elsewhere = _ready_elsewhere(root, namespace, key)
+    also = [
+        f"also: the same entry is ready under {other} (built {meta.get('created', '?')})"
+        for other, meta in elsewhere
+    ]
+    for check in (_building, _torn):
+        found = check(target, state, evidence)
+        if found:
+            return Explanation(found[0], found[1], (*found[2], *also), evidence)
+    history = journal.history(root, namespace, key)
+    if history:
+        found = _from_journal(target, history, evidence)
+        if found:
+            return Explanation(found[0], found[1], (*found[2], *also), evidence)
+    if elsewhere:
+        return _root_moved(target, root, namespace, key, elsewhere, evidence)
+    if info and info.volatile:
+        return _volatile(target, info, evidence)
+    return _key_changed_or_never(target, root, namespace, info, evidence)
+
+
+Finding = tuple[str, str, tuple[str, ...]]
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def _building(target: Path, state: EntryState, evidence: dict[str, Any]) -> Finding | None:
+    if state.status != "building" or state.holder is None:
+        return None
+    holder = state.holder
+    age = time.time() - float(holder.get("since", time.time()))
+    evidence["holder"] = holder
+    return (
+        "building",
+        f"building now: {holder.get('host')}:{holder.get('pid')} has been "
+        f"building {target} for {_age(age)}",
+        ("it will be reused when published; waiters poll for it",),
+    )
+
+
+def _torn(target: Path, state: EntryState, evidence: dict[str, Any]) -> Finding | None:
+    if state.status != "torn":
+        return None
+    dead = [item for item in state.leftovers if item.alive is not True]
+    evidence["leftovers"] = [item.name for item in dead]
+    first = dead[0]
+    how = "was killed" if first.alive is False else "on another host did not finish"
+    return (
+        "torn",
+        f"torn: a build by {first.host}:{first.pid} {how} {_age(first.age_seconds)} "
+        f"ago and left {target.parent / first.name}",
+        ("the next build removes its leftovers and rebuilds the entry",),
+    )
+
+
+def _from_journal(
+    target: Path, history: list[dict[str, Any]], evidence: dict[str, Any]
+) -> Finding | None:
+    publishes = [r for r in history if r.get("event") == "publish"]
+    if not publishes:
+        return None
+    last = publishes[-1]
+    deletions = [
+        r
+        for r in history
+        if r.get("event") == "delete" and float(r.get("unix", 0)) >= float(last.get("unix", 0))
+    ]
+    built = (
+        f"it was built {last.get('time')} by {last.get('host')}:{last.get('pid')}"
+        f" (run {last.get('run_dir') or 'unknown'})"
+    )
+    evidence["published"] = last
+    if deletions:
+        gone = deletions[-1]
+        evidence["deleted"] = gone
+        reason = gone.get("reason", "?")
+        kind = "evicted" if reason == "gc" else "deleted"
+        by = "evicted by hydra-cache gc" if reason == "gc" else f"deleted by hydra-cache ({reason})"
+        return (
+            kind,
+            f"{by}: {target} was removed {gone.get('time')} ({gone.get('detail') or 'no detail'})",
+            (built,),
+        )
+    return (
+        "deleted",
+        f"deleted outside hydra-cache: {target} was published, and hydra-cache "
+        "recorded no deletion (a person, a script or a cron job removed it)",
+        (built, "the next build recreates it"),
+    )
+
+
+def _ready_elsewhere(root: Path, namespace: str, key: str) -> list[tuple[str, dict[str, Any]]]:
+    found: list[tuple[str, dict[str, Any]]] = []
+    for other in journal.known_roots():
+        if Path(other) == root:
+            continue
+        meta = CacheEntry(Path(other) / namespace / key).metadata()
+        if meta is not None:
+            found.append((other, meta))
+    return found
+
+
+def _root_moved(
+    target: Path,
+    root: Path,
+    namespace: str,
+    key: str,
+    elsewhere: list[tuple[str, dict[str, Any]]],
+    evidence: dict[str, Any],
+) -> Explanation:
+    other, meta = elsewhere[0]
+    evidence["ready_under"] = [name for name, _ in elsewhere]
+    source = meta.get("root_source") or "?"
+    return Explanation(
+        "root-moved",
+        f"root moved: this key is ready under {other} (root from {source} then), "
+        f"but the root is now {root}",
+        (
+            f"built {meta.get('created', '?')} by {meta.get('host')}:{meta.get('pid')} "
+            f"(run {meta.get('run_dir') or 'unknown'})",
+            f"fix: point back with hydra_cache.root={other}",
+            f"  or copy the entry: cp -a {Path(other) / namespace / key} {target.parent}/",
+        ),
+        evidence,
+    )
+
+
+def _volatile(target: Path, info: EntryInfo, evidence: dict[str, Any]) -> Explanation:
+    evidence["volatile"] = list(info.volatile)
+    names = ", ".join(info.volatile)
+    return Explanation(
+        "volatile",
+        f"volatile key: {names} holds a per-run value, so {info.config_key} gets a new key on "
+        "every run and never hits",
+        (f"fix: move {names} out of the hashed node, or add it to hydra_cache.exclude",),
+        evidence,
+    )
+
+
+def _key_changed_or_never(
+    target: Path, root: Path, namespace: str, info: EntryInfo | None, evidence: dict[str, Any]
+) -> Explanation:
+    siblings = list(published_entries(target.parent))
+    if not siblings or info is None:
+        return Explanation(
+            "never-built",
+            f"never built: no entry of namespace {namespace} exists under {root}",
+            ("the first run with on_miss=build builds it",),
+            evidence,
+        )
+    scored = sorted(
+        ((leaf_diff(meta.get("payload"), info.payload), meta) for meta in siblings),
+        key=lambda item: (len(item[0]), -_unix(item[1])),
+    )
+    changes, nearest = scored[0]
+    evidence["nearest"] = {
+        "key": nearest.get("key"),
+        "path": nearest.get("path"),
+        "changes": [vars(c) for c in changes],
+    }
+    shown = [str(change) for change in changes] or [
+        "no visible value differs: a redacted value or the schema changed"
+    ]
+    verb = "value differs" if len(changes) == 1 else "values differ"
+    return Explanation(
+        "key-changed",
+        f"key changed: {len(changes)} hashed {verb} from the nearest entry "
+        f"{nearest.get('key')} of {namespace} ({len(siblings)} in all)",
+        (
+            *shown,
+            f"nearest built {nearest.get('created', '?')} by run "
+            f"{nearest.get('run_dir') or 'unknown'}: {nearest.get('path')}",
+        ),
+        evidence,
+    )
+
+
+def _unix(meta: dict[str, Any]) -> float:
+    try:
+        return os.stat(os.path.join(str(meta.get("path")), METADATA_NAME)).st_mtime
+    except OSError:
+        return 0.0
