@@ -188,7 +188,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     from hydra_cache.eviction import scan
 
     root = _root(args)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for found in sorted(scan(root, args.namespace), key=lambda f: (f.namespace, f.last_used)):
         meta = CacheEntry(found.path).metadata() or {}
         rows.append(

@@ -181,7 +181,7 @@ def explain(path: str | Path, info: EntryInfo | None = None) -> Explanation:
         if found:
             return Explanation(found[0], found[1], (*found[2], *also), evidence)
     if elsewhere:
-        return _root_moved(target, root, namespace, key, elsewhere, evidence)
+        return _root_moved(target, root, elsewhere, evidence)
     if info and info.volatile:
         return _volatile(target, info, evidence)
     return _key_changed_or_never(target, root, namespace, info, evidence)
@@ -280,12 +280,11 @@ def _ready_elsewhere(root: Path, namespace: str, key: str) -> list[tuple[str, di
 def _root_moved(
     target: Path,
     root: Path,
-    namespace: str,
-    key: str,
     elsewhere: list[tuple[str, dict[str, Any]]],
     evidence: dict[str, Any],
 ) -> Explanation:
     other, meta = elsewhere[0]
+    there = Path(other) / target.parent.name / target.name
     evidence["ready_under"] = [name for name, _ in elsewhere]
     source = meta.get("root_source") or "?"
     return Explanation(
@@ -296,7 +295,7 @@ def _root_moved(
             f"built {meta.get('created', '?')} by {meta.get('host')}:{meta.get('pid')} "
             f"(run {meta.get('run_dir') or 'unknown'})",
             f"fix: point back with hydra_cache.root={other}",
-            f"  or copy the entry: cp -a {Path(other) / namespace / key} {target.parent}/",
+            f"  or copy the entry: cp -a {there} {target.parent}/",
         ),
         evidence,
     )

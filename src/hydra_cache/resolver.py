@@ -169,7 +169,11 @@ def _run_dir() -> str | None:
 
     if not HydraConfig.initialized():
         return None
-    return str(HydraConfig.get().runtime.get("output_dir") or "") or None
+    hydra_cfg = HydraConfig.instance().cfg
+    if not isinstance(hydra_cfg, Container):
+        return None
+    output_dir = OmegaConf.select(hydra_cfg, "hydra.runtime.output_dir", default=None)
+    return str(output_dir) if output_dir else None
 
 
 def _resolve(
