@@ -1,0 +1,184 @@
+"""Every miss explained, each produced by the real situation and read back through the CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import TESTS, clean_env, run, run_probe, write_config
+
+CONF = {
+    "config.yaml": """
+    data:
+      resize: 8
+      normalize: standard
+      cache_dir: ${cache_dir:}
+"""
+}
+
+
+@pytest.fixture
+def conf(tmp_path: Path) -> Path:
+    return write_config(tmp_path / "conf", CONF)
+
+
+def build(conf: Path, cwd: Path, root: Path, *overrides: str, run_dir: str = "built") -> Path:
+    """Run the real app once with the manifest callback so it builds its entry."""
+    done = run_probe(
+        conf,
+        cwd,
+        "hydra/callbacks=cache_manifest",
+        f"hydra.run.dir={run_dir}",
+        *overrides,
+        root=root,
+        env=clean_env(PROBE_BUILD="1"),
+    )
+    assert done.returncode == 0, done.stderr
+    return cwd / run_dir
+
+
+def cli(
+    cwd: Path, *args: str, root: Path | None = None, **extra_env: str
+) -> subprocess.CompletedProcess[str]:
+    env = clean_env(**({"HYDRA_CACHE_ROOT": str(root)} if root else {}), **extra_env)
+    return run(["-m", "hydra_cache", *args], cwd=cwd, env=env)
+
+
+def why(conf: Path, cwd: Path, root: Path, *overrides: str) -> dict[str, Any]:
+    done = cli(cwd, "why", "-cd", str(conf), "--format", "json", *overrides, root=root)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert len(rows) == 1
+    return dict(rows[0])
+
+
+def keys(conf: Path, cwd: Path, root: Path, *overrides: str) -> dict[str, Any]:
+    done = cli(cwd, "keys", "-cd", str(conf), "--format", "json", *overrides, root=root)
+    assert done.returncode == 0, done.stderr
+    return dict(json.loads(done.stdout)[0])
+
+
+def test_a_root_moved(conf: Path, tmp_path: Path) -> None:
+    old, new = tmp_path / "old-root", tmp_path / "new-root"
+    run_dir = build(conf, tmp_path, old, f"+hydra_cache.root={old}")
+    found = why(conf, tmp_path, new, f"+hydra_cache.root={new}")
+    assert found["kind"] == "root-moved"
+    assert f"ready under {old}" in found["summary"] and f"root is now {new}" in found["summary"]
+    assert f"fix: point back with hydra_cache.root={old}" in found["details"]
+    assert any(f"(run {run_dir})" in line for line in found["details"])
+    assert any(
+        line.strip().startswith(f"or copy the entry: cp -a {old}/data/")
+        for line in found["details"]
+    )
+
+
+def test_b_key_changed_shows_the_leaf_diff_and_the_run(
+    conf: Path, tmp_path: Path, cache_root: Path
+) -> None:
+    run_dir = build(conf, tmp_path, cache_root)
+    found = why(conf, tmp_path, cache_root, "data.resize=4", "data.normalize=minmax")
+    assert found["kind"] == "key-changed"
+    assert found["summary"].startswith("key changed: 2 hashed values differ from the nearest")
+    assert 'data.normalize: "standard" -> "minmax"' in found["details"]
+    assert "data.resize: 8 -> 4" in found["details"]
+    assert any(f"by run {run_dir}" in line for line in found["details"])
+
+
+def test_c_deleted_outside_hydra_cache(conf: Path, tmp_path: Path, cache_root: Path) -> None:
+    run_dir = build(conf, tmp_path, cache_root)
+    shutil.rmtree(keys(conf, tmp_path, cache_root)["path"])
+    found = why(conf, tmp_path, cache_root)
+    assert found["kind"] == "deleted"
+    assert found["summary"].startswith("deleted outside hydra-cache: ")
+    assert any(f"(run {run_dir})" in line for line in found["details"])
+
+
+def test_d_evicted_by_gc(conf: Path, tmp_path: Path, cache_root: Path) -> None:
+    build(conf, tmp_path, cache_root)
+    done = cli(tmp_path, "gc", "--max-size", "0", root=cache_root)
+    assert done.returncode == 0, done.stderr
+    assert "removed 1 entries" in done.stdout
+    found = why(conf, tmp_path, cache_root)
+    assert found["kind"] == "evicted"
+    assert found["summary"].startswith("evicted by hydra-cache gc: ")
+    assert "max size 0" in found["summary"]
+
+
+def _builder(path: str, log: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(TESTS / "apps" / "builder.py"), path, str(log), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+    )
+
+
+def test_e_torn_after_a_sigkill(conf: Path, tmp_path: Path, cache_root: Path) -> None:
+    path = keys(conf, tmp_path, cache_root)["path"]
+    killed = _builder(path, tmp_path / "log", "--kill-at", "build")
+    killed.communicate(timeout=60)
+    assert killed.returncode == -signal.SIGKILL
+    found = why(conf, tmp_path, cache_root)
+    assert found["kind"] == "torn"
+    assert f":{killed.pid} was killed" in found["summary"]
+    assert keys(conf, tmp_path, cache_root)["status"] == "torn"
+
+
+def test_f_building_now(conf: Path, tmp_path: Path, cache_root: Path) -> None:
+    path = keys(conf, tmp_path, cache_root)["path"]
+    log = tmp_path / "log"
+    slow = _builder(path, log, "--files", "3", "--sleep", "3")
+    try:
+        deadline = time.time() + 30
+        while not (log.exists() and log.read_text()) and time.time() < deadline:
+            time.sleep(0.05)
+        found = why(conf, tmp_path, cache_root)
+        status = keys(conf, tmp_path, cache_root)["status"]
+    finally:
+        slow.communicate(timeout=60)
+    assert found["kind"] == "building"
+    assert f":{slow.pid} has been building {path} for " in found["summary"]
+    assert status == "building"
+
+
+def test_g_volatile_key(tmp_path: Path, cache_root: Path) -> None:
+    conf = write_config(
+        tmp_path / "conf",
+        {
+            "config.yaml": """
+        data:
+          resize: 8
+          stamp: ${now:%H%M%S%f}
+          cache_dir: ${cache_dir:}
+    """
+        },
+    )
+    build(conf, tmp_path, cache_root)
+    found = why(conf, tmp_path, cache_root)
+    assert found["kind"] == "volatile"
+    assert found["summary"].startswith("volatile key: data.stamp holds a per-run value")
+
+
+def test_h_never_built(conf: Path, tmp_path: Path, cache_root: Path) -> None:
+    found = why(conf, tmp_path, cache_root)
+    assert found["kind"] == "never-built"
+    assert found["summary"] == f"never built: no entry of namespace data exists under {cache_root}"
+
+
+def test_why_text_format_and_all_ready(conf: Path, tmp_path: Path, cache_root: Path) -> None:
+    build(conf, tmp_path, cache_root)
+    ready = cli(tmp_path, "why", "-cd", str(conf), root=cache_root)
+    assert ready.stdout.strip() == "all 1 cache dirs are ready"
+    changed = cli(tmp_path, "why", "-cd", str(conf), "data.resize=4", root=cache_root)
+    lines = changed.stdout.splitlines()
+    assert lines[0].startswith("data.cache_dir: key changed: 1 hashed value differs")
+    assert lines[1] == "    data.resize: 8 -> 4"
