@@ -211,3 +211,16 @@ def test_a_stray_folder_at_the_path_is_moved_aside_not_built_into(tmp_path: Path
     CacheEntry(path).get_or_build(lambda s: (s / "good").write_text("1"))
     assert sorted(p.name for p in path.iterdir()) == [METADATA_NAME, "good"]
     assert leftovers(path) == []
+
+
+def test_a_hit_refreshes_the_last_used_mark_at_most_once_a_minute(tmp_path: Path) -> None:
+    path = tmp_path / "ns" / "2222222222222222"
+    CacheEntry(path).get_or_build(lambda s: (s / "v").write_text("1"))
+    metadata = path / METADATA_NAME
+    os.utime(metadata, (time.time() - 86400, time.time() - 86400))
+    CacheEntry(path).get_or_build(lambda s: None)
+    refreshed = metadata.stat().st_mtime
+    assert time.time() - refreshed < 60
+    os.utime(metadata, (refreshed - 30, refreshed - 30))  # used 30 s ago: leave it alone
+    CacheEntry(path).get_or_build(lambda s: None)
+    assert metadata.stat().st_mtime == refreshed - 30

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
-from conftest import clean_env, probe_results, run_probe, write_config
+from conftest import clean_env, probe_results, run, run_probe, write_config
 from hydra_cache.key import derive
 
 CONFIG = {
@@ -78,13 +76,8 @@ def test_compose_api_gives_the_same_path_as_hydra_main(
         "    cfg = compose(config_name='config', overrides=['model.C=5'])\n"
         "print(cfg.data.cache_dir)\n"
     )
-    composed = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        env=clean_env(HYDRA_CACHE_ROOT=str(cache_root)),
-        check=True,
-    )
+    composed = run(["-c", script], cwd=tmp_path, env=clean_env(HYDRA_CACHE_ROOT=str(cache_root)))
+    assert composed.returncode == 0, composed.stderr
     done = run_probe(conf, tmp_path, root=cache_root)
     assert done.returncode == 0, done.stderr
     main_value = probe_results(tmp_path / "outputs")[0]["values"]["data.cache_dir"]
@@ -221,13 +214,8 @@ def test_hostile_names_never_leave_the_root(tmp_path: Path, cache_root: Path) ->
         "for k in ['..', '../../etc', '/abs']:\n"
         "    print(cfg[k]['cache_dir'])\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        env=clean_env(HYDRA_CACHE_ROOT=str(cache_root)),
-        check=True,
-    )
+    done = run(["-c", script], cwd=tmp_path, env=clean_env(HYDRA_CACHE_ROOT=str(cache_root)))
+    assert done.returncode == 0, done.stderr
     for line in done.stdout.split():
         path = Path(line)
         assert path.parent.parent == cache_root
