@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra_cache.errors import HydraCacheError
+from hydra_cache.units import human_size
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,30 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("--namespace", help="only this namespace")
     gc.add_argument("--dry-run", action="store_true", help="say what would go; remove nothing")
     _add_format(gc)
+    diff = commands.add_parser("diff", help="which caches a config change invalidates")
+    diff.add_argument("--base", required=True, help="base revision, e.g. origin/main")
+    diff.add_argument("--head", help="head revision (default: the working tree)")
+    _add_config_args(diff)
+    diff.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="KEY=A,B",
+        help="check every value of KEY (repeatable: the product is checked)",
+    )
+    diff.add_argument(
+        "--override-set",
+        action="append",
+        default=[],
+        metavar="'K=V K2=V2'",
+        help="also check this set of overrides (repeatable)",
+    )
+    diff.add_argument(
+        "--fail-on-invalidate",
+        action="store_true",
+        help="exit 1 when any cache is invalidated (for a required CI check)",
+    )
+    _add_format(diff, "text", "markdown", "json")
     return parser
 
 
@@ -77,7 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(args_list)
         logging.basicConfig(level=logging.WARNING, format="%(message)s")
-        handler = {"keys": cmd_keys, "why": cmd_why, "ls": cmd_ls, "gc": cmd_gc}[args.command]
+        handler = {"keys": cmd_keys, "why": cmd_why, "ls": cmd_ls, "gc": cmd_gc, "diff": cmd_diff}[
+            args.command
+        ]
         return handler(args)
     except (HydraCacheError, OSError) as error:
         if debug:
@@ -171,14 +198,6 @@ def _root(args: argparse.Namespace) -> Path:
     return select_root(args.root, base_dir=os.getcwd()).path
 
 
-def human_size(size: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
-
-
 def _when(timestamp: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
 
@@ -221,7 +240,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    from hydra_cache.eviction import evict, parse_age, parse_size, plan, scan
+    from hydra_cache.eviction import evict, plan, scan
+    from hydra_cache.units import parse_age, parse_size
 
     if args.max_size is None and args.older_than is None:
         raise UsageError(
@@ -260,3 +280,86 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _override_sets(args: argparse.Namespace) -> list[list[str]]:
+    """Positional overrides, times the product of every --sweep, plus each --override-set."""
+    import shlex
+
+    swept: list[list[str]] = [[]]
+    for sweep in args.sweep:
+        name, _, values = sweep.partition("=")
+        if not name or not values:
+            raise UsageError(f"--sweep {sweep!r} is not KEY=A,B; fix: e.g. --sweep data.resize=4,8")
+        swept = [[*done, f"{name}={value}"] for done in swept for value in values.split(",")]
+    extra = [shlex.split(text) for text in args.override_set]
+    sets = (swept if args.sweep else []) + extra if (args.sweep or extra) else [[]]
+    return [[*args.overrides, *chosen] for chosen in sets]
+
+
+def _side(config_dir: str, config_name: str, overrides: list[str]) -> Any:
+    from hydra_cache.composing import compose_config
+    from hydra_cache.diff import CacheDir, Side
+    from hydra_cache.key import config_values
+    from hydra_cache.resolver import resolve_all
+
+    cfg = compose_config(config_dir, config_name, overrides)
+    caches = {
+        item.config_key: CacheDir(
+            item.config_key,
+            item.namespace,
+            item.derived.key,
+            str(item.root.path),
+            item.path,
+            item.derived.redacted_payload(),
+        )
+        for item in resolve_all(cfg)
+    }
+    return Side(caches, config_values(cfg))
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from hydra_cache import diff, gitrev
+    from hydra_cache.errors import ConfigError
+
+    config_dir = Path(os.path.abspath(args.config_dir))
+    top = gitrev.repository_of(config_dir if config_dir.is_dir() else Path.cwd())
+    relative = os.path.relpath(config_dir, top)
+    if relative.startswith(".."):
+        raise UsageError(
+            f"--config-dir {args.config_dir} is outside the repository {top}; fix: "
+            "point -cd at a config folder inside it"
+        )
+    base = gitrev.resolve_revision(top, args.base, "--base")
+    head = gitrev.resolve_revision(top, args.head, "--head") if args.head else None
+    sets = _override_sets(args)
+
+    def sides(revision: gitrev.Revision | None) -> list[Any]:
+        if revision is None:
+            return [_side(str(config_dir), args.config_name, chosen) for chosen in sets]
+        with gitrev.checkout_folder(top, revision, relative) as folder:
+            if folder is None:
+                return [None for _ in sets]
+            try:
+                return [_side(str(folder), args.config_name, chosen) for chosen in sets]
+            except ConfigError as error:
+                text = str(error).replace(str(folder), relative)
+                raise ConfigError(f"at {revision.name}: {text}") from None
+
+    reports = [
+        diff.compare(old, new, chosen) for old, new, chosen in zip(sides(base), sides(head), sets)
+    ]
+    head_name = f"{head.name} ({head.short})" if head else "the working tree"
+    where = f"{relative}/{args.config_name}"
+    if args.format == "markdown":
+        head_md = f"`{head.name}` (`{head.short}`)" if head else "the working tree"
+        title = f"Comparing `{base.name}` (`{base.short}`) → {head_md}, config `{where}`."
+        print(diff.render_markdown(reports, title), end="")
+    elif args.format == "json":
+        print(diff.render_json(reports, f"{base.name} ({base.short}) -> {head_name}, {where}"))
+    else:
+        print(
+            diff.render_text(reports, f"{base.name} ({base.short}) -> {head_name}, config {where}")
+        )
+    invalidated = any(report.invalidated for report in reports)
+    return EXIT_FINDING if args.fail_on_invalidate and invalidated else EXIT_OK

@@ -18,8 +18,6 @@ def compose_config(config_dir: str, config_name: str, overrides: list[str]) -> D
     """The composed config (with its ``hydra`` node, so ``${hydra:...}`` resolves)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
 
     register()
     directory = os.path.abspath(config_dir)
@@ -31,7 +29,7 @@ def compose_config(config_dir: str, config_name: str, overrides: list[str]) -> D
     try:
         with initialize_config_dir(config_dir=directory, version_base=None, job_name="hydra-cache"):
             cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
-    except (HydraException, OmegaConfBaseException) as error:
+    except Exception as error:
         said = " ".join(str(error).strip().splitlines()[:2]) or repr(error)
         raise ConfigError(f"cannot compose {config_name!r} from {config_dir}: {said}") from None
     with open_dict(cfg):

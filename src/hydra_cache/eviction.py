@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import secrets
 import shutil
 import time
@@ -19,31 +18,8 @@ from pathlib import Path
 
 from hydra_cache import journal
 from hydra_cache.entry import METADATA_NAME, CacheEntry
-from hydra_cache.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?)b?\s*$", re.IGNORECASE)
-_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
-_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_size(text: str, option: str = "--max-size") -> int:
-    """``500MB``, ``1.5GiB``, ``10G`` or a byte count -> bytes."""
-    match = _SIZE.match(text)
-    if not match:
-        raise ConfigError(f"{option} {text!r} is not a size; fix: write e.g. 500MB, 10G or 1.5TiB")
-    number, unit, binary = float(match[1]), match[2].lower(), match[3]
-    base = 1024 if binary or not unit else 1000
-    return int(number * base ** "_kmgtp".index(unit or "_"))
-
-
-def parse_age(text: str, option: str = "--older-than") -> float:
-    """``90s``, ``30m``, ``12h``, ``7d``, ``2w`` -> seconds."""
-    match = _AGE.match(text)
-    if not match:
-        raise ConfigError(f"{option} {text!r} is not an age; fix: write e.g. 12h, 7d or 2w")
-    return float(match[1]) * _AGE_UNITS[match[2].lower()]
 
 
 @dataclass(frozen=True)

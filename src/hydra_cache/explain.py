@@ -98,8 +98,8 @@ def flatten(value: Any, path: str = "") -> dict[str, Any]:
 
 def leaf_diff(old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[LeafChange]:
     """Leaf-by-leaf differences between two payloads' hashed nodes (and salts)."""
-    before = _leaves(old)
-    after = _leaves(new)
+    before = payload_leaves(old)
+    after = payload_leaves(new)
     changes: list[LeafChange] = []
     for key in sorted(before.keys() | after.keys()):
         if key not in after:
@@ -115,9 +115,10 @@ def _typed(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
 
-def _leaves(payload: dict[str, Any] | None) -> dict[str, Any]:
+def payload_leaves(payload: dict[str, Any] | None) -> dict[str, Any]:
     if not payload:
         return {}
+    """Dotted key -> value of every hashed leaf of a payload (the salt included)."""
     leaves: dict[str, Any] = {}
     for name, value in (payload.get("nodes") or {}).items():
         leaves.update(flatten(value, "" if name == "." else name))

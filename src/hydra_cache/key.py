@@ -245,6 +245,20 @@ def read_node(root: Container, name: str) -> tuple[Any, Snapshot]:
     return (None if value is _SKIP else value), walker.snapshot
 
 
+def config_values(root: Container) -> dict[str, Any]:
+    """The whole config (but ``hydra`` and cache-dir values) resolved as far as it goes.
+
+    Unlike :func:`derive` it never fails: a ``???`` stays ``"???"`` and a value that cannot be
+    resolved becomes ``"<unresolvable>"``. Used to list config changes that touch no cache.
+    """
+    walker = _Walker(frozenset({"hydra"}), tolerant=True)
+    with _derivation():
+        value = walker.walk(root, "", secret=False)
+    if not isinstance(value, dict):
+        return {}
+    return {"nodes": {".": value}, "redacted": sorted(walker.redacted)}
+
+
 class _Skip:
     """Marks a value that does not join the payload."""
 
@@ -282,8 +296,9 @@ def _first_line(error: BaseException) -> str:
 class _Walker:
     """One derivation's walk: the payload plus what it noticed on the way."""
 
-    def __init__(self, exclude: frozenset[str]) -> None:
+    def __init__(self, exclude: frozenset[str], *, tolerant: bool = False) -> None:
         self.exclude = exclude
+        self.tolerant = tolerant
         self.redacted: list[str] = []
         self.volatile: list[str] = []
         self.derived: list[str] = []
@@ -318,6 +333,8 @@ class _Walker:
         if path in self.exclude:
             return _SKIP
         if node._is_missing():
+            if self.tolerant:
+                return "???"
             raise ConfigError(
                 f"{path} is '???' (missing) but is part of a cache key; fix: give it a value "
                 f"(e.g. override {path}=...), or add '{path}' to hydra_cache.exclude"
@@ -339,11 +356,15 @@ class _Walker:
                     return _SKIP
                 if self.volatile and self.volatile[-1] == path:
                     return UNRESOLVED_PER_RUN
+                if self.tolerant:
+                    return "<unresolvable>"
                 raise ConfigError(
                     f"{path}: cannot resolve {raw!r} ({_first_line(error)}); fix: make the "
                     f"interpolation resolvable, or add '{path}' to hydra_cache.exclude"
                 ) from None
             if target._is_missing():
+                if self.tolerant:
+                    return "???"
                 raise ConfigError(
                     f"{path} resolves to a '???' (missing) value but is part of a cache key; "
                     f"fix: give it a value, or add '{path}' to hydra_cache.exclude"

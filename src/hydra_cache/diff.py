@@ -1,0 +1,269 @@
+"""Which caches a config change invalidates, and what rebuilding them costs.
+
+Two composed configs (a base and a head revision) are compared cache dir by cache dir, matched
+by config key: ``unchanged`` (same key and root), ``invalidated`` (a new key or root, with the
+leaf diff that caused it), ``added`` or ``removed``. Because keys are taken over resolved values,
+a restructure of the config tree that changes no hashed value comes out unchanged. Config changes
+that reach no key are listed apart, as "not affecting any cache".
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra_cache.entry import CacheEntry
+from hydra_cache.explain import LeafChange, leaf_diff, payload_leaves
+from hydra_cache.units import human_duration, human_size
+
+MARKER = "<!-- hydra-cache-diff -->"
+
+
+@dataclass(frozen=True)
+class CacheDir:
+    """One cache dir of one composed config."""
+
+    config_key: str
+    namespace: str
+    key: str
+    root: str
+    path: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Side:
+    """Everything compared of one composed config."""
+
+    caches: dict[str, CacheDir]
+    values: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CacheChange:
+    config_key: str
+    status: str  # unchanged | invalidated | added | removed
+    base: CacheDir | None
+    head: CacheDir | None
+    changes: tuple[LeafChange, ...] = ()
+    size_bytes: int | None = None
+    build_seconds: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        def side(cache: CacheDir | None) -> dict[str, Any] | None:
+            if cache is None:
+                return None
+            return {
+                "namespace": cache.namespace,
+                "key": cache.key,
+                "root": cache.root,
+                "path": cache.path,
+            }
+
+        return {
+            "config_key": self.config_key,
+            "status": self.status,
+            "base": side(self.base),
+            "head": side(self.head),
+            "changes": [vars(c) for c in self.changes],
+            "size_bytes": self.size_bytes,
+            "build_seconds": self.build_seconds,
+        }
+
+
+@dataclass(frozen=True)
+class Report:
+    """The comparison for one set of overrides."""
+
+    overrides: tuple[str, ...]
+    caches: tuple[CacheChange, ...]
+    unrelated: tuple[LeafChange, ...] = field(default_factory=tuple)
+
+    @property
+    def invalidated(self) -> list[CacheChange]:
+        return [c for c in self.caches if c.status == "invalidated"]
+
+
+def compare(base: Side | None, head: Side, overrides: Sequence[str] = ()) -> Report:
+    """Compare the cache dirs of ``base`` (None: the config did not exist) and ``head``."""
+    base_caches = base.caches if base else {}
+    results: list[CacheChange] = []
+    affecting: set[str] = set()
+    for config_key in [*head.caches, *(k for k in base_caches if k not in head.caches)]:
+        old, new = base_caches.get(config_key), head.caches.get(config_key)
+        if old is None or new is None:
+            only = new or old
+            assert only is not None
+            affecting.update(payload_leaves(only.payload))
+            results.append(CacheChange(config_key, "added" if old is None else "removed", old, new))
+            continue
+        if old.key == new.key and old.root == new.root:
+            results.append(CacheChange(config_key, "unchanged", old, new))
+            continue
+        changes = leaf_diff(old.payload, new.payload)
+        if old.root != new.root:
+            changes.insert(0, LeafChange("cache root", old.root, new.root))
+        affecting.update(c.key for c in changes)
+        meta = CacheEntry(old.path).metadata() or {}
+        results.append(
+            CacheChange(
+                config_key,
+                "invalidated",
+                old,
+                new,
+                tuple(changes),
+                meta.get("size_bytes"),
+                meta.get("build_seconds"),
+            )
+        )
+    everything = leaf_diff(base.values if base else None, head.values)
+    unrelated = tuple(
+        c for c in everything if c.key not in affecting and not c.key.startswith("hydra_cache.root")
+    )
+    return Report(tuple(overrides), tuple(results), unrelated)
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def _cost(reports: Sequence[Report]) -> tuple[int, int, float, int]:
+    """Distinct invalidated base entries: count, bytes, seconds, how many have unknown cost."""
+    seen: dict[str, CacheChange] = {}
+    for report in reports:
+        for change in report.invalidated:
+            assert change.base is not None
+            seen.setdefault(change.base.path, change)
+    size = sum(c.size_bytes or 0 for c in seen.values())
+    seconds = sum(c.build_seconds or 0.0 for c in seen.values())
+    unknown = sum(1 for c in seen.values() if c.size_bytes is None)
+    return len(seen), size, seconds, unknown
+
+
+def summary_line(reports: Sequence[Report]) -> str:
+    count, size, seconds, unknown = _cost(reports)
+    if count == 0:
+        return "no cache invalidated"
+    noun = "cache" if count == 1 else "caches"
+    if unknown == count:
+        return f"{count} {noun} invalidated, size and rebuild time unknown"
+    cost = f"~{human_size(size)} / ~{human_duration(seconds)} to rebuild"
+    if unknown:
+        cost += f" ({unknown} of {count} unknown)"
+    return f"{count} {noun} invalidated, {cost}"
+
+
+def _entry(cache: CacheDir | None) -> str:
+    return f"{cache.namespace}/{cache.key}" if cache else "-"
+
+
+def _cost_text(change: CacheChange) -> str:
+    if change.size_bytes is None:
+        return "cost unknown"
+    seconds = human_duration(change.build_seconds or 0.0)
+    return f"{human_size(change.size_bytes)}, {seconds} to rebuild"
+
+
+def render_text(reports: Sequence[Report], title: str) -> str:
+    lines = [f"hydra-cache diff: {title}", summary_line(reports)]
+    for report in reports:
+        if len(reports) > 1 or report.overrides:
+            lines.append(f"\nwith overrides: {' '.join(report.overrides) or '(none)'}")
+        width = max((len(c.config_key) for c in report.caches), default=0)
+        for change in report.caches:
+            where = {
+                "added": _entry(change.head),
+                "removed": _entry(change.base),
+                "unchanged": _entry(change.head),
+            }.get(change.status, f"{_entry(change.base)} -> {_entry(change.head)}")
+            line = f"{change.status:<11}  {change.config_key:<{width}}  {where}"
+            if change.status == "invalidated":
+                line += f"  ({_cost_text(change)})"
+            lines.append(line)
+            lines += [f"    {c}" for c in change.changes]
+        if not report.caches:
+            lines.append("no ${cache_dir:} in this config")
+        if report.unrelated:
+            lines.append("not affecting any cache:")
+            lines += [f"    {c}" for c in report.unrelated]
+    return "\n".join(lines)
+
+
+def _md(value: Any) -> str:
+    text = value if isinstance(value, str) and value.startswith("<") else json.dumps(value)
+    return "`" + str(text).replace("`", "'").replace("|", "\\|") + "`"
+
+
+def _md_change(change: LeafChange) -> str:
+    if change.kind == "added":
+        return f"`{change.key}`: (absent) → {_md(change.new)}"
+    if change.kind == "removed":
+        return f"`{change.key}`: {_md(change.old)} → (absent)"
+    return f"`{change.key}`: {_md(change.old)} → {_md(change.new)}"
+
+
+def render_markdown(reports: Sequence[Report], title: str) -> str:
+    """A pull-request comment: a summary line, a table per override set, other changes."""
+    lines = [MARKER, f"### hydra-cache: {summary_line(reports)}", "", title]
+    for report in reports:
+        lines.append("")
+        if len(reports) > 1 or report.overrides:
+            lines += [f"**Overrides:** `{' '.join(report.overrides) or '(none)'}`", ""]
+        if not report.caches:
+            lines.append("No `${cache_dir:}` in this config.")
+            continue
+        lines += [
+            "| cache | status | entry | what changed | size | rebuild |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for change in report.caches:
+            status = f"**{change.status}**" if change.status == "invalidated" else change.status
+            entry = {
+                "invalidated": f"`{_entry(change.base)}` → `{_entry(change.head)}`",
+                "removed": f"`{_entry(change.base)}`",
+            }.get(change.status, f"`{_entry(change.head)}`")
+            what = "<br>".join(_md_change(c) for c in change.changes)
+            size = rebuild = ""
+            if change.status == "invalidated":
+                known = change.size_bytes is not None
+                size = human_size(change.size_bytes or 0) if known else "unknown"
+                rebuild = human_duration(change.build_seconds or 0.0) if known else "unknown"
+            lines.append(
+                f"| `{change.config_key}` | {status} | {entry} | {what} | {size} | {rebuild} |"
+            )
+        if report.unrelated:
+            count = len(report.unrelated)
+            noun = "change" if count == 1 else "changes"
+            lines += [
+                "",
+                f"<details><summary>{count} config {noun} not affecting any cache</summary>",
+                "",
+            ]
+            lines += [f"- {_md_change(c)}" for c in report.unrelated]
+            lines += ["", "</details>"]
+    return "\n".join(lines) + "\n"
+
+
+def render_json(reports: Sequence[Report], title: str) -> str:
+    count, size, seconds, unknown = _cost(reports)
+    return json.dumps(
+        {
+            "title": title,
+            "summary": summary_line(reports),
+            "invalidated": count,
+            "size_bytes": size,
+            "build_seconds": seconds,
+            "unknown_cost": unknown,
+            "sets": [
+                {
+                    "overrides": list(r.overrides),
+                    "caches": [c.as_dict() for c in r.caches],
+                    "unrelated": [vars(c) for c in r.unrelated],
+                }
+                for r in reports
+            ],
+        },
+        indent=1,
+        default=str,
+    )
