@@ -164,8 +164,8 @@ def test_a_bad_revision_exits_2_with_one_line(repo: Repo, args: list[str]) -> No
     done = repo.diff(*args)
     assert done.returncode == 2 and done.stdout == ""
     (line,) = done.stderr.strip().splitlines()
-    assert (line.startswith("hydra-cache: error: ") and "--base" in line) or "--head" in line
-    assert "fix: " in line
+    assert line.startswith("hydra-cache: error: ")
+    assert ("--base" in line or "--head" in line) and "fix: " in line
 
 
 def test_a_bad_config_at_a_revision_exits_2(repo: Repo) -> None:
