@@ -251,3 +251,17 @@ def test_markdown_matches_the_golden_file(repo: Repo) -> None:
     if os.environ.get("HYDRA_CACHE_UPDATE_GOLDEN"):
         GOLDEN.write_text(done.stdout)
     assert done.stdout == GOLDEN.read_text()
+
+
+def test_the_ci_example_runs_the_documented_command() -> None:
+    import yaml
+
+    workflow = yaml.safe_load((TESTS.parent / "examples" / "ci" / "hydra-cache-diff.yml")
+                              .read_text())
+    steps = workflow["jobs"]["cache-diff"]["steps"]
+    commands = " ".join(str(step.get("run", "")) for step in steps)
+    assert 'hydra-cache diff --base "origin/${{ github.base_ref }}"' in commands
+    assert "--format markdown > cache-diff.md" in commands
+    script = next(str(s["with"]["script"]) for s in steps if "github-script" in str(s.get("uses")))
+    assert "<!-- hydra-cache-diff -->" in script and "updateComment" in script
+    assert steps[0]["with"]["fetch-depth"] == 0
