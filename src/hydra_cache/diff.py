@@ -148,7 +148,8 @@ def summary_line(reports: Sequence[Report]) -> str:
     noun = "cache" if count == 1 else "caches"
     if unknown == count:
         return f"{count} {noun} invalidated, size and rebuild time unknown"
-    cost = f"~{human_size(size)} / ~{human_duration(seconds)} to rebuild"
+    duration = human_duration(seconds)
+    cost = f"~{human_size(size)} / {'' if duration.startswith('<') else '~'}{duration} to rebuild"
     if unknown:
         cost += f" ({unknown} of {count} unknown)"
     return f"{count} {noun} invalidated, {cost}"
