@@ -214,7 +214,8 @@ leaves = st.one_of(
     st.booleans(),
     st.integers(-(2**40), 2**40),
     st.floats(allow_nan=False, allow_infinity=False),
-    st.text(max_size=8),
+    # "???" is OmegaConf's missing value and "${" starts an interpolation: not plain strings.
+    st.text(max_size=8).filter(lambda t: t != "???" and "$" not in t and "\\" not in t),
 )
 names = st.text("abcdefghij_", min_size=1, max_size=6)
 trees = st.recursive(
