@@ -19,15 +19,18 @@ import logging
 import os
 import secrets
 import shutil
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from hydra_cache import journal, registry
+from hydra_cache import integrity, journal, registry
 from hydra_cache.errors import LockTimeout
 from hydra_cache.liveness import hostname, iso_time, process_alive
+from hydra_cache.locking import EntryLock, LockMode, read_holder, read_small_file
+from hydra_cache.roots import ensure_root
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,9 @@ LOCK_SUFFIX = ".lock"
 STAGING_INFIX = ".staging."
 #: How often a waiter says whom it waits for.
 WAIT_LOG_INTERVAL = 30.0
+#: How long a process that holds the lock waits for an entry the journal says was just
+#: published but that this host cannot see yet (NFS caches lookups for up to 60 s).
+VISIBILITY_PATIENCE = 120.0
 #: How often a waiter re-checks readiness while the lock is held elsewhere.
 _WAIT_SLICE = 0.5
 #: A hit refreshes the entry's "last used" mark (its metadata's mtime) at most this often.
@@ -67,14 +73,29 @@ class EntryState:
 
 
 class CacheEntry:
-    """A cache entry at ``path``; usually ``CacheEntry(cfg.data.cache_dir)``."""
+    """A cache entry at ``path``; usually ``CacheEntry(cfg.data.cache_dir)``.
+
+    ``lock`` is ``auto``, ``flock`` or ``soft`` (default: ``hydra_cache.lock`` of the config
+    that derived the path, else ``auto``). ``verify_on_hit`` re-hashes the entry's files on
+    every hit and rebuilds a damaged entry (moving the damaged one aside).
+    """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, wait_log_interval: float = WAIT_LOG_INTERVAL
+        self,
+        path: str | os.PathLike[str],
+        *,
+        lock: LockMode | None = None,
+        verify_on_hit: bool = False,
+        wait_log_interval: float = WAIT_LOG_INTERVAL,
+        visibility_patience: float = VISIBILITY_PATIENCE,
     ) -> None:
         self.path = Path(path)
         self.lock_path = self.path.with_name(self.path.name + LOCK_SUFFIX)
+        info = registry.lookup(str(self.path))
+        self.lock_mode: LockMode = lock or (info.lock_mode if info else "auto")
+        self.verify_on_hit = verify_on_hit
         self.wait_log_interval = wait_log_interval
+        self.visibility_patience = visibility_patience
         #: What the last :meth:`get_or_build` did: found it, built it, or waited for another.
         self.last_outcome: Outcome | None = None
 
@@ -89,28 +110,32 @@ class CacheEntry:
         return self.path / METADATA_NAME
 
     @property
+    def root(self) -> Path:
+        info = registry.lookup(str(self.path))
+        return Path(info.root) if info else self.path.parent.parent
+
+    @property
     def ready(self) -> bool:
-        """Published: one ``stat``, no lock, so a hit costs next to nothing."""
-        return os.path.isfile(self.metadata_path)
+        """Published: one ``lstat``, no lock, so a hit costs next to nothing."""
+        try:
+            return stat.S_ISREG(os.lstat(self.metadata_path).st_mode)
+        except OSError:
+            return False
 
     def metadata(self) -> dict[str, Any] | None:
-        """The entry's metadata, or ``None`` when it is not published."""
-        try:
-            with open(self.metadata_path, encoding="utf-8") as handle:
-                data: dict[str, Any] = json.load(handle)
-        except (FileNotFoundError, NotADirectoryError):
+        """The entry's metadata, or ``None`` when it is not published (or not readable)."""
+        data = read_small_file(self.metadata_path, 1 << 26)
+        if data is None:
             return None
-        return data
+        try:
+            loaded = json.loads(data)
+        except ValueError:
+            return None
+        return loaded if isinstance(loaded, dict) else None
 
     def holder(self) -> dict[str, Any] | None:
         """Who holds (or last held) the lock: host, pid, since. ``None`` if never locked."""
-        try:
-            with open(self.lock_path, encoding="utf-8") as handle:
-                text = handle.read()
-            data: dict[str, Any] = json.loads(text)
-        except (OSError, ValueError):
-            return None
-        return data
+        return read_holder(self.lock_path)
 
     def get_or_build(
         self, build: Callable[[Path], object], *, timeout: float | None = None
@@ -124,10 +149,24 @@ class CacheEntry:
         """
         if self._hit():
             return self.path
-        from filelock import FileLock, Timeout
-
+        info = registry.lookup(str(self.path))
+        ensure_root(self.root, shared=bool(info and info.shared))
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(self.lock_path), on_acquired=self._write_holder)
+        lock = EntryLock(self.lock_path, self.lock_mode, str(self.path))
+        if not self._wait_for_lock(lock, timeout):
+            self._note("waited")
+            return self.path
+        try:
+            if self._hit(after_wait=True) or self._appears_soon():
+                return self.path
+            self._remove_dead_staging()
+            self._build_and_publish(build)
+            return self.path
+        finally:
+            lock.release()
+
+    def _wait_for_lock(self, lock: EntryLock, timeout: float | None) -> bool:
+        """Take the lock (True), or see the entry published meanwhile (False)."""
         started = time.monotonic()
         last_log = started
         while True:
@@ -135,35 +174,55 @@ class CacheEntry:
             if timeout is not None and waited >= timeout:
                 raise LockTimeout(
                     f"gave up after {waited:.0f}s waiting for {self.path} to be built by "
-                    f"{self._describe_holder()}; fix: wait longer (timeout=...) or, if that "
+                    f"{lock.describe_holder()}; fix: wait longer (timeout=...) or, if that "
                     f"process is gone, remove {self.lock_path}"
                 )
             slice_ = _WAIT_SLICE if timeout is None else min(_WAIT_SLICE, timeout - waited)
-            try:
-                lock.acquire(timeout=max(slice_, 0.0))
-                break
-            except Timeout:
-                if self.ready:
-                    self._note("waited")
-                    return self.path
-                now = time.monotonic()
-                if now - last_log >= self.wait_log_interval:
-                    last_log = now
-                    log.info(
-                        "waiting for %s: being built by %s (waited %.0fs)",
-                        self.path,
-                        self._describe_holder(),
-                        now - started,
-                    )
-        try:
+            if lock.acquire(slice_):
+                return True
             if self.ready:
-                self._note("waited")
-                return self.path
-            self._remove_dead_staging()
-            self._build_and_publish(build)
-            return self.path
-        finally:
-            lock.release()
+                return False
+            now = time.monotonic()
+            if now - last_log >= self.wait_log_interval:
+                last_log = now
+                log.info(
+                    "waiting for %s: being built by %s (waited %.0fs)",
+                    self.path,
+                    lock.describe_holder(),
+                    now - started,
+                )
+
+    def _appears_soon(self) -> bool:
+        """Under the lock, not visible: wait if the journal says it was just published.
+
+        On NFS another node's publish can stay invisible here for up to a minute. Rebuilding
+        would be correct (the rename would lose to the published entry) but wasteful.
+        """
+        published = journal.recent_publish(
+            self.root, self.path.parent.name, self.path.name, within=self.visibility_patience
+        )
+        if published is None:
+            return False
+        started = time.monotonic()
+        delay = 0.05
+        log.info(
+            "waiting for %s to become visible here: %s:%s published it at %s",
+            self.path,
+            published.get("host"),
+            published.get("pid"),
+            published.get("time"),
+        )
+        while time.monotonic() - started < self.visibility_patience:
+            time.sleep(delay)
+            if self._hit(after_wait=True):
+                return True
+            delay = min(delay * 2, 5.0)
+        log.warning(
+            "%s was journaled as published but stayed invisible for %.0fs; rebuilding",
+            self.path,
+            self.visibility_patience,
+        )
+        return False
 
     def _build_and_publish(self, build: Callable[[Path], object]) -> None:
         staging = self.path.with_name(
@@ -187,39 +246,50 @@ class CacheEntry:
 
     def _publish(self, staging: Path) -> bool:
         """Rename the staging folder into place; a lost race discards our copy (False)."""
-        for _attempt in range(2):
+        for _attempt in range(3):
             try:
                 os.rename(staging, self.path)
+            except OSError as error:
+                if error.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
+                    raise
+                if error.errno == errno.ENOENT and not staging.exists():
+                    # The rename reported failure after it took effect (an NFS retry).
+                    if self._published_by(staging.name):
+                        return True
+                    raise
+            else:
                 _fsync(self.path.parent)
                 return True
-            except OSError as error:
-                if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                    raise
             if self.ready:  # another publisher won (the lock did not hold); keep theirs
                 log.warning(
                     "%s was published by another process while this one built it "
-                    "(is flock working on this filesystem?); keeping that copy",
+                    "(is the lock working on this filesystem?); keeping that copy",
                     self.path,
                 )
                 shutil.rmtree(staging, ignore_errors=True)
                 return False
             # Something that is not an entry sits at the path (a half-deleted entry, a
-            # hand-made folder): move it aside rather than build into or over it.
+            # hand-made folder, a planted link): move it aside rather than build into it.
             aside = self.path.with_name(f".{self.path.name}.aside.{secrets.token_hex(4)}")
             try:
                 os.rename(self.path, aside)
             except FileNotFoundError:
                 continue
-            shutil.rmtree(aside, ignore_errors=True)
+            if os.path.islink(aside):
+                os.unlink(aside)
+            else:
+                shutil.rmtree(aside, ignore_errors=True)
         raise FileExistsError(errno.EEXIST, "could not publish cache entry", str(self.path))
 
+    def _published_by(self, staging_name: str) -> bool:
+        meta = self.metadata()
+        return bool(meta and meta.get("staging") == staging_name)
+
     def _write_metadata(self, staging: Path, started_at: float, seconds: float) -> dict[str, Any]:
-        files: dict[str, dict[str, int]] = {}
-        for directory, _dirs, names in os.walk(staging):
-            for name in names:
-                full = os.path.join(directory, name)
-                _fsync(full)
-                files[os.path.relpath(full, staging)] = {"size": os.lstat(full).st_size}
+        files = integrity.fingerprint(staging)
+        for name, record in files.items():
+            if "symlink" not in record:
+                _fsync(staging / name)
         info = registry.lookup(str(self.path))
         from hydra_cache import __version__
 
@@ -237,6 +307,7 @@ class CacheEntry:
             "run_dir": info.run_dir if info else None,
             "host": hostname(),
             "pid": os.getpid(),
+            "staging": staging.name,
             "created": iso_time(started_at),
             "published": iso_time(time.time()),
             "build_seconds": round(seconds, 6),
@@ -252,19 +323,36 @@ class CacheEntry:
         _fsync(staging)
         return metadata
 
-    def _hit(self) -> bool:
-        """The hit path: one ``stat``; refresh the last-used mark at most once a minute."""
+    def _hit(self, *, after_wait: bool = False) -> bool:
+        """The hit path: one ``lstat``; refresh the last-used mark at most once a minute."""
         try:
-            status = os.stat(self.metadata_path)
+            status = os.lstat(self.metadata_path)
         except OSError:
+            return False
+        if not stat.S_ISREG(status.st_mode):
+            return False
+        if self.verify_on_hit and not self._intact():
             return False
         now = time.time()
         if now - status.st_mtime > LAST_USED_RESOLUTION:
             # On a read-only shared cache this fails: the mark is only a hint for gc.
             with contextlib.suppress(OSError):
                 os.utime(self.metadata_path, (now, now))
-        self._note("hit")
+        self._note("waited" if after_wait else "hit")
         return True
+
+    def _intact(self) -> bool:
+        """The opt-in check on hit: files as recorded at publish, or the entry is moved aside."""
+        meta = self.metadata() or {}
+        problems = integrity.damage(self.path, meta.get("files") or {}, skip=METADATA_NAME)
+        if not problems:
+            return True
+        log.warning(
+            "%s is damaged (%s); moving it aside and rebuilding", self.path, "; ".join(problems[:5])
+        )
+        with contextlib.suppress(FileNotFoundError):
+            integrity.quarantine(self.root, self.path, problems)
+        return False
 
     def _note(self, action: Outcome, seconds: float | None = None, size: int | None = None) -> None:
         self.last_outcome = action
@@ -272,22 +360,19 @@ class CacheEntry:
 
     def _journal_publish(self, metadata: dict[str, Any]) -> None:
         root = Path(metadata["root"])
-        fields = {
-            k: metadata[k]
-            for k in (
-                "namespace",
-                "key",
-                "digest",
-                "config_key",
-                "payload",
-                "run_dir",
-                "size_bytes",
-                "build_seconds",
-                "path",
-            )
-        }
+        keep = (
+            "namespace",
+            "key",
+            "digest",
+            "config_key",
+            "payload",
+            "run_dir",
+            "size_bytes",
+            "build_seconds",
+            "path",
+        )
         try:
-            journal.append(root, "publish", **fields)
+            journal.append(root, "publish", **{k: metadata[k] for k in keep})
             journal.remember_root(root, metadata.get("root_source") or "unknown")
         except OSError as error:  # the entry is published and valid; the record is a hint
             log.warning("published %s but could not journal it: %s", self.path, error)
@@ -299,7 +384,8 @@ class CacheEntry:
             return EntryState("hit")
         leftovers = tuple(self.leftovers())
         holder = self.holder()
-        if holder is not None and self._lock_held():
+        lock = EntryLock(self.lock_path, self.lock_mode, str(self.path))
+        if holder is not None and lock.held_elsewhere():
             return EntryState("building", holder, leftovers)
         if any(item.alive is not True for item in leftovers):
             return EntryState("torn", holder, leftovers)
@@ -326,57 +412,17 @@ class CacheEntry:
             found.append(Leftover(item.name, host, pid, process_alive(host, pid), age))
         return found
 
-    def _lock_held(self) -> bool:
-        if not self.lock_path.exists():
-            return False
-        from filelock import FileLock, Timeout
-
-        probe = FileLock(str(self.lock_path))
-        try:
-            probe.acquire(blocking=False)
-        except Timeout:
-            return True
-        probe.release()
-        return False
-
-    def _write_holder(self, fd: int) -> None:
-        """Called by filelock right after it acquires: record who builds, for waiters."""
-        record = json.dumps(
-            {"host": hostname(), "pid": os.getpid(), "since": time.time(), "path": str(self.path)}
-        ).encode()
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, record, 0)
-
-    def _describe_holder(self) -> str:
-        holder = self.holder()
-        if not holder:
-            return "another process"
-        age = time.time() - float(holder.get("since", time.time()))
-        return f"{holder.get('host')}:{holder.get('pid')} (holding the lock for {age:.0f}s)"
-
     def _remove_dead_staging(self) -> None:
         """Under the lock: staging folders of killed builders of this key on this host."""
-        prefix = f".{self.path.name}{STAGING_INFIX}"
-        try:
-            names = os.listdir(self.path.parent)
-        except FileNotFoundError:
-            return
-        for name in names:
-            if not name.startswith(prefix):
-                continue
-            try:
-                host, pid_text, _token = name[len(prefix) :].rsplit(".", 2)
-                pid = int(pid_text)
-            except ValueError:
-                continue
-            if process_alive(host, pid) is False:
-                log.info("removing %s, left by a killed build (pid %d)", name, pid)
-                shutil.rmtree(self.path.parent / name, ignore_errors=True)
+        for item in self.leftovers():
+            if item.alive is False:
+                log.info("removing %s, left by a killed build (pid %d)", item.name, item.pid)
+                shutil.rmtree(self.path.parent / item.name, ignore_errors=True)
 
 
 def _fsync(path: str | Path) -> None:
     """Flush a file or folder to disk, so a published entry survives a power cut too."""
-    fd = os.open(path, os.O_RDONLY)
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     try:
         os.fsync(fd)
     finally:

@@ -17,3 +17,7 @@ class ConfigError(HydraCacheError, ValueError):
 
 class LockTimeout(HydraCacheError, TimeoutError):
     """``get_or_build(timeout=...)`` gave up waiting for another process's build."""
+
+
+class UnsafePathError(HydraCacheError, OSError):
+    """Something that may have been planted (a symlink, a FIFO) sits where hydra-cache writes."""

@@ -74,6 +74,34 @@ def history(root: Path, namespace: str, key: str) -> list[dict[str, Any]]:
     return [r for r in records(root) if r.get("namespace") == namespace and r.get("key") == key]
 
 
+def recent_publish(
+    root: Path, namespace: str, key: str, *, within: float, tail_bytes: int = 1 << 18
+) -> dict[str, Any] | None:
+    """The newest publish of an entry in the journal's tail, if recent and not deleted since.
+
+    Reads only the end of the journal: a publish that matters here happened moments ago.
+    """
+    path = state_dir(root) / JOURNAL_NAME
+    try:
+        with open(path, "rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, size - tail_bytes))
+            lines = handle.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("namespace") != namespace or record.get("key") != key:
+            continue
+        if record.get("event") != "publish":
+            return None
+        return record if time.time() - float(record.get("unix", 0)) <= within else None
+    return None
+
+
 def roots_file() -> Path:
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(
         os.path.expanduser("~"), ".local", "state"

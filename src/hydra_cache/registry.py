@@ -9,7 +9,7 @@ the end of the job. Nothing here knows about Hydra or about disks.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,8 @@ class EntryInfo:
     root_source: str
     volatile: tuple[str, ...] = ()
     run_dir: str | None = None
+    lock_mode: Literal["auto", "flock", "soft"] = "auto"
+    shared: bool = False
 
 
 @dataclass(frozen=True)

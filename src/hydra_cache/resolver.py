@@ -193,7 +193,7 @@ def _resolve(
     namespace = sanitise_namespace(nodes[0] or config_key)
     cache_root = select_root(settings.root, base_dir=environment[-1] or os.getcwd())
     if str(cache_root.path) not in _checked_roots:
-        check_root(cache_root)
+        check_root(cache_root, shared=settings.shared)
         _checked_roots.add(str(cache_root.path))
     path = str(cache_root.path / namespace / derived.key)
     _announce(config_key, cache_root, derived)
@@ -209,6 +209,8 @@ def _resolve(
             root_source=cache_root.source,
             volatile=derived.volatile,
             run_dir=_run_dir(),
+            lock_mode=settings.lock,
+            shared=settings.shared,
         ),
     )
     return ResolvedCacheDir(

@@ -9,6 +9,7 @@ check. Checking a root never writes anything.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,9 +53,15 @@ def _setting_name(root: Root) -> str:
     return root.source if root.source.startswith("$") else "hydra_cache.root"
 
 
-def check_root(root: Root) -> None:
-    """Raise a one-line :class:`ConfigError` if the root cannot hold entries. Writes nothing."""
+def check_root(root: Root, *, shared: bool = False) -> None:
+    """Raise a one-line :class:`ConfigError` if the root cannot hold entries, or is unsafe.
+
+    Unsafe: reached through a symlink someone else planted in a shared folder such as
+    ``/tmp``, world-writable without the sticky bit, or owned by another user (unless the root
+    is ``shared`` with a group you are in). Writes nothing.
+    """
     path = root.path
+    _refuse_planted_links(root)
     probe = path
     while not probe.exists():
         if probe.is_symlink():  # a dangling link: creating through it goes who knows where
@@ -71,6 +78,8 @@ def check_root(root: Root) -> None:
             f"{_setting_name(root)}: cache root {path} {what}; "
             "fix: set hydra_cache.root=<a directory>"
         )
+    if probe == path:
+        _refuse_foreign(root, shared)
     if not _writable(probe):
         where = "" if probe == path else f" (its nearest existing parent {probe} is not)"
         raise ConfigError(
@@ -86,3 +95,61 @@ def _writable(directory: Path) -> bool:
         return not os.statvfs(directory).f_flag & os.ST_RDONLY
     except OSError:
         return False
+
+
+def _refuse_planted_links(root: Root) -> None:
+    """A symlink on the way to the root, in a world-writable folder, owned by someone else."""
+    current = Path(root.path.anchor)
+    for part in root.path.parts[1:]:
+        current = current / part
+        try:
+            link = os.lstat(current)
+        except OSError:
+            return
+        if not stat.S_ISLNK(link.st_mode):
+            continue
+        parent = os.stat(current.parent)
+        if parent.st_mode & stat.S_IWOTH and link.st_uid != os.geteuid():
+            raise ConfigError(
+                f"{_setting_name(root)}: cache root {root.path} is reached through the symlink "
+                f"{current} in the shared folder {current.parent}, owned by uid {link.st_uid}; "
+                "refusing it (a planted link can redirect or read your cache); fix: set "
+                "hydra_cache.root=<a folder of your own>"
+            )
+
+
+def _refuse_foreign(root: Root, shared: bool) -> None:
+    info = os.stat(root.path)
+    if info.st_mode & stat.S_IWOTH and not info.st_mode & stat.S_ISVTX:
+        raise ConfigError(
+            f"{_setting_name(root)}: cache root {root.path} is world-writable without the sticky "
+            "bit, so anyone could replace your entries; fix: chmod o-w (or +t) it, or set "
+            "hydra_cache.root=<a folder of your own>"
+        )
+    if info.st_uid == os.geteuid():
+        return
+    in_group = info.st_gid in (os.getegid(), *os.getgroups())
+    if shared and in_group and info.st_mode & stat.S_IWGRP:
+        return
+    hint = (
+        "add hydra_cache.shared=true if it is your group's shared cache"
+        if in_group and info.st_mode & stat.S_IWGRP and not shared
+        else "set hydra_cache.root=<a folder of your own>"
+    )
+    raise ConfigError(
+        f"{_setting_name(root)}: cache root {root.path} is owned by another user "
+        f"(uid {info.st_uid}); refusing to read entries they control; fix: {hint}"
+    )
+
+
+def ensure_root(path: Path, *, shared: bool = False) -> None:
+    """Create a missing root: ``0700``, or ``2770`` (setgid, group-writable) when shared."""
+    if os.path.isdir(path):
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = 0o2770 if shared else 0o700
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        return
+    os.chmod(path, mode)  # mkdir's mode is cut by the umask

@@ -5,12 +5,13 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from hydra_cache.errors import ConfigError
 
 ON_MISS_CHOICES = ("build", "warn", "error")
-KNOWN_SETTINGS = ("root", "exclude", "salt", "on_miss")
+LOCK_CHOICES = ("auto", "flock", "soft")
+KNOWN_SETTINGS = ("root", "exclude", "salt", "on_miss", "lock", "shared")
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,9 @@ class Settings:
     exclude: tuple[str, ...] = ()
     salt: str | int | None = None
     on_miss: str = "build"
+    lock: Literal["auto", "flock", "soft"] = "auto"
+    #: A root shared by a group: created setgid and group-writable, owned by anyone in it.
+    shared: bool = False
 
 
 def parse_settings(node: Mapping[str, Any] | None) -> Settings:
@@ -45,7 +49,9 @@ def parse_settings(node: Mapping[str, Any] | None) -> Settings:
         root=_root(node.get("root")),
         exclude=_exclude(node.get("exclude")),
         salt=_salt(node.get("salt")),
-        on_miss=_on_miss(node.get("on_miss", "build")),
+        on_miss=_choice("on_miss", node.get("on_miss", "build"), ON_MISS_CHOICES, "warn"),
+        lock=_choice("lock", node.get("lock", "auto"), LOCK_CHOICES, "soft"),  # type: ignore[arg-type]
+        shared=_flag("shared", node.get("shared", False)),
     )
 
 
@@ -97,10 +103,19 @@ def _salt(value: Any) -> str | int | None:
     )
 
 
-def _on_miss(value: Any) -> str:
-    if value not in ON_MISS_CHOICES:
+def _choice(name: str, value: Any, choices: tuple[str, ...], example: str) -> str:
+    if value not in choices:
         raise ConfigError(
-            f"hydra_cache.on_miss must be one of {', '.join(ON_MISS_CHOICES)}, not {value!r}; "
-            "fix: e.g. hydra_cache.on_miss=warn"
+            f"hydra_cache.{name} must be one of {', '.join(choices)}, not {value!r}; "
+            f"fix: e.g. hydra_cache.{name}={example}"
         )
     return str(value)
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(
+            f"hydra_cache.{name} must be true or false, not {value!r}; "
+            f"fix: e.g. hydra_cache.{name}=true"
+        )
+    return value

@@ -1,0 +1,163 @@
+"""The lock beside an entry, in one of three modes, and who holds it.
+
+``flock`` locks are exact on local filesystems but silently do nothing on some shared ones,
+and are missing on others; ``soft`` locks (an exclusively created marker file) work wherever
+exclusive creation does, and filelock reclaims one left by a dead process on the same host.
+``auto`` uses flock and falls back to soft where flock is unsupported. Either way the lock
+only prevents duplicate work: correctness comes from the atomic publish.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import stat
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from hydra_cache.errors import UnsafePathError
+from hydra_cache.liveness import hostname
+
+log = logging.getLogger(__name__)
+
+LockMode = Literal["auto", "flock", "soft"]
+LOCK_MODES: tuple[LockMode, ...] = ("auto", "flock", "soft")
+_flockless: set[str] = set()  # folders where flock proved unsupported (auto mode)
+
+
+def refuse_planted(path: Path, what: str) -> None:
+    """Refuse a symlink, FIFO or other non-file where hydra-cache expects its own file."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISREG(mode):
+        return
+    kind = (
+        "symlink"
+        if stat.S_ISLNK(mode)
+        else "FIFO"
+        if stat.S_ISFIFO(mode)
+        else "directory"
+        if stat.S_ISDIR(mode)
+        else "special file"
+    )
+    raise UnsafePathError(
+        f"{path} is a {kind} where hydra-cache expects its {what}: refusing to use it (it may "
+        f"have been planted); fix: remove it if you did not create it"
+    )
+
+
+def read_small_file(path: Path, limit: int = 1 << 20) -> bytes | None:
+    """A regular file's bytes, never following a symlink or blocking on a FIFO."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, limit)
+    finally:
+        os.close(fd)
+
+
+def read_holder(lock_path: Path) -> dict[str, Any] | None:
+    """Who holds (or last held) a lock: our JSON record, or a soft lock's pid/host marker."""
+    data = read_small_file(lock_path, 65536)
+    if not data:
+        return None
+    text = data.decode("utf-8", "replace")
+    if text.startswith("{"):
+        try:
+            record: dict[str, Any] = json.loads(text)
+        except ValueError:
+            return None
+        return record
+    lines = text.splitlines()
+    try:
+        since = os.lstat(lock_path).st_mtime
+        return {"pid": int(lines[0]), "host": lines[1] if len(lines) > 1 else "?", "since": since}
+    except (ValueError, IndexError, OSError):
+        return None
+
+
+class EntryLock:
+    """One entry's lock. ``acquire`` returns False on timeout instead of raising."""
+
+    def __init__(self, lock_path: Path, mode: LockMode = "auto", entry: str = "") -> None:
+        if mode not in LOCK_MODES:
+            raise ValueError(f"lock mode must be one of {LOCK_MODES}, not {mode!r}")
+        self.lock_path = lock_path
+        self.mode = mode
+        self.entry = entry
+        self._impl: Any = None
+
+    @property
+    def soft(self) -> bool:
+        return self.mode == "soft" or (
+            self.mode == "auto" and str(self.lock_path.parent) in _flockless
+        )
+
+    def _make(self) -> Any:
+        from filelock import FileLock, SoftFileLock
+
+        if self.soft:
+            return SoftFileLock(str(self.lock_path))
+        return FileLock(str(self.lock_path), on_acquired=self._write_holder, fallback_to_soft=False)
+
+    def acquire(self, timeout: float) -> bool:
+        from filelock import Timeout
+
+        refuse_planted(self.lock_path, "lock file")
+        if self._impl is None:
+            self._impl = self._make()
+        try:
+            self._impl.acquire(timeout=max(timeout, 0.0))
+        except Timeout:
+            return False
+        except OSError as error:
+            if error.errno != errno.ENOSYS or self.mode != "auto":
+                raise
+            log.warning(
+                "flock is not supported under %s; using soft (marker file) locks there",
+                self.lock_path.parent,
+            )
+            _flockless.add(str(self.lock_path.parent))
+            self._impl = self._make()
+            return self.acquire(timeout)
+        return True
+
+    def release(self) -> None:
+        if self._impl is not None:
+            self._impl.release()
+
+    def held_elsewhere(self) -> bool:
+        """Whether another process holds the lock now (probes without waiting)."""
+        if not os.path.lexists(self.lock_path):
+            return False
+        if self.acquire(0):
+            self.release()
+            return False
+        return True
+
+    def _write_holder(self, fd: int) -> None:
+        """Called by filelock right after it acquires: record who builds, for waiters."""
+        record = json.dumps(
+            {"host": hostname(), "pid": os.getpid(), "since": time.time(), "path": self.entry}
+        ).encode()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, record, 0)
+
+    def describe_holder(self) -> str:
+        holder = read_holder(self.lock_path)
+        if not holder:
+            return "another process"
+        age = time.time() - float(holder.get("since", time.time()))
+        who = f"{holder.get('host')}:{holder.get('pid')} (holding the lock for {age:.0f}s)"
+        if holder.get("host") != hostname():
+            who += f"; if that process is gone, remove {self.lock_path}"
+        return who
