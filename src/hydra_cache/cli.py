@@ -67,7 +67,22 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("--older-than", help="evict entries unused for longer, e.g. 30d")
     gc.add_argument("--namespace", help="only this namespace")
     gc.add_argument("--dry-run", action="store_true", help="say what would go; remove nothing")
+    gc.add_argument(
+        "--grace",
+        default="1h",
+        help="leftovers (dead builds' staging folders, stale locks) older than "
+        "this are removed too (default: 1h)",
+    )
     _add_format(gc)
+    verify = commands.add_parser("verify", help="find entries whose files changed since publish")
+    verify.add_argument(
+        "--root", help="cache root (default: $HYDRA_CACHE_ROOT, then the XDG cache)"
+    )
+    verify.add_argument("--namespace", help="only this namespace")
+    verify.add_argument(
+        "--repair", action="store_true", help="move damaged entries aside (never deletes them)"
+    )
+    _add_format(verify)
     diff = commands.add_parser("diff", help="which caches a config change invalidates")
     diff.add_argument("--base", required=True, help="base revision, e.g. origin/main")
     diff.add_argument("--head", help="head revision (default: the working tree)")
@@ -102,10 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(args_list)
         logging.basicConfig(level=logging.WARNING, format="%(message)s")
-        handler = {"keys": cmd_keys, "why": cmd_why, "ls": cmd_ls, "gc": cmd_gc, "diff": cmd_diff}[
-            args.command
-        ]
-        return handler(args)
+        return int(COMMANDS[args.command](args))
     except (HydraCacheError, OSError) as error:
         if debug:
             raise
@@ -192,10 +204,15 @@ def cmd_why(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _root(args: argparse.Namespace) -> Path:
-    from hydra_cache.roots import select_root
+def _checked_root(args: argparse.Namespace) -> Path:
+    """The root named by --root (or the environment), refused if unsafe."""
+    from hydra_cache.roots import Root, check_root, select_root
 
-    return select_root(args.root, base_dir=os.getcwd()).path
+    root = select_root(args.root, base_dir=os.getcwd())
+    if args.root is not None:
+        root = Root(root.path, "--root")
+    check_root(root)
+    return root.path
 
 
 def _when(timestamp: float) -> str:
@@ -206,7 +223,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     from hydra_cache.entry import CacheEntry
     from hydra_cache.eviction import scan
 
-    root = _root(args)
+    root = _checked_root(args)
     rows: list[dict[str, Any]] = []
     for found in sorted(scan(root, args.namespace), key=lambda f: (f.namespace, f.last_used)):
         meta = CacheEntry(found.path).metadata() or {}
@@ -240,7 +257,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    from hydra_cache.eviction import evict, plan, scan
+    from hydra_cache import eviction
     from hydra_cache.units import parse_age, parse_size
 
     if args.max_size is None and args.older_than is None:
@@ -249,37 +266,88 @@ def cmd_gc(args: argparse.Namespace) -> int:
         )
     max_size = parse_size(args.max_size) if args.max_size is not None else None
     older = parse_age(args.older_than) if args.older_than is not None else None
-    root = _root(args)
-    chosen = plan(scan(root, args.namespace), max_size=max_size, older_than=older)
-    rows = []
+    grace = parse_age(args.grace, "--grace")
+    root = _checked_root(args)
+    chosen = eviction.plan(eviction.scan(root, args.namespace), max_size=max_size, older_than=older)
+    rows: list[dict[str, Any]] = []
     for found, reason in chosen:
-        removed = False if args.dry_run else evict(found, reason, root)
+        removed = False if args.dry_run else eviction.evict(found, reason, root)
         rows.append(
             {
                 "path": str(found.path),
+                "kind": "entry",
                 "size_bytes": found.size_bytes,
                 "reason": reason,
                 "removed": removed,
                 "dry_run": args.dry_run,
             }
         )
+    for orphan in eviction.orphans(root, grace, args.namespace):
+        if not args.dry_run:
+            eviction.remove_orphan(root, orphan)
+        rows.append(
+            {
+                "path": str(orphan.path),
+                "kind": "leftover",
+                "size_bytes": 0,
+                "reason": f"{orphan.kind}, {orphan.age_seconds:.0f}s old",
+                "removed": not args.dry_run,
+                "dry_run": args.dry_run,
+            }
+        )
     verb = "would remove" if args.dry_run else "removed"
+    gone = [r for r in rows if r["removed"] or args.dry_run]
     lines = [
-        f"{verb if r['removed'] or args.dry_run else 'skipped (in use)'} {r['path']} "
-        f"({human_size(r['size_bytes'])}): {r['reason']}"
+        f"{verb if r in gone else 'skipped (in use)'} {r['path']}"
+        f"{' (' + human_size(r['size_bytes']) + ')' if r['kind'] == 'entry' else ''}: "
+        f"{r['reason']}"
         for r in rows
     ]
-    total = sum(r["size_bytes"] for r in rows if r["removed"] or args.dry_run)
+    entries = [r for r in gone if r["kind"] == "entry"]
     lines.append(
-        f"{verb} {sum(1 for r in rows if r['removed'] or args.dry_run)} entries, "
-        f"{human_size(total)}"
+        f"{verb} {len(entries)} entries, "
+        f"{human_size(sum(r['size_bytes'] for r in entries))}, and "
+        f"{len(gone) - len(entries)} leftovers"
     )
     _emit(args, rows, "\n".join(lines))
     return EXIT_OK
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def cmd_verify(args: argparse.Namespace) -> int:
+    from hydra_cache import integrity
+    from hydra_cache.entry import METADATA_NAME, CacheEntry
+    from hydra_cache.eviction import scan
+    from hydra_cache.locking import EntryLock
+
+    root = _checked_root(args)
+    rows: list[dict[str, Any]] = []
+    for found in scan(root, args.namespace):
+        entry = CacheEntry(found.path)
+        recorded = (entry.metadata() or {}).get("files") or {}
+        problems = integrity.damage(found.path, recorded, skip=METADATA_NAME)
+        if not problems:
+            continue
+        row: dict[str, Any] = {"path": str(found.path), "problems": problems, "moved_to": None}
+        if args.repair:
+            lock = EntryLock(entry.lock_path, entry.lock_mode, str(found.path))
+            if lock.acquire(0):
+                try:
+                    row["moved_to"] = str(integrity.quarantine(root, found.path, problems))
+                finally:
+                    lock.release()
+        rows.append(row)
+    lines = []
+    for row in rows:
+        moved = f" (moved to {row['moved_to']})" if row["moved_to"] else ""
+        lines.append(f"damaged {row['path']}{moved}")
+        lines += [f"    {problem}" for problem in row["problems"]]
+    lines.append(
+        f"{len(rows)} damaged entries under {root}"
+        if rows
+        else f"all entries under {root} are intact"
+    )
+    _emit(args, rows, "\n".join(lines))
+    return EXIT_FINDING if rows else EXIT_OK
 
 
 def _override_sets(args: argparse.Namespace) -> list[list[str]]:
@@ -363,3 +431,16 @@ def cmd_diff(args: argparse.Namespace) -> int:
         )
     invalidated = any(report.invalidated for report in reports)
     return EXIT_FINDING if args.fail_on_invalidate and invalidated else EXIT_OK
+
+
+COMMANDS = {
+    "keys": cmd_keys,
+    "why": cmd_why,
+    "ls": cmd_ls,
+    "gc": cmd_gc,
+    "diff": cmd_diff,
+    "verify": cmd_verify,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

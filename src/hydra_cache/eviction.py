@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hydra_cache import journal
-from hydra_cache.entry import METADATA_NAME, CacheEntry
+from hydra_cache.entry import LOCK_SUFFIX, METADATA_NAME, STAGING_INFIX, CacheEntry
+from hydra_cache.liveness import process_alive
+from hydra_cache.locking import EntryLock
 
 log = logging.getLogger(__name__)
 
@@ -97,17 +99,13 @@ def plan(
 
 def evict(entry: Found, reason: str, root: Path) -> bool:
     """Remove one entry if nobody is building it; journal the removal. False if skipped."""
-    from filelock import FileLock, Timeout
-
     cache_entry = CacheEntry(entry.path)
-    lock = FileLock(str(cache_entry.lock_path))
-    try:
-        lock.acquire(blocking=False)
-    except Timeout:
+    lock = EntryLock(cache_entry.lock_path, cache_entry.lock_mode, str(entry.path))
+    if not lock.acquire(0):
         log.info("gc: skipping %s: its lock is held", entry.path)
         return False
     try:
-        if not cache_entry.ready:
+        if not cache_entry.ready or any(item.alive for item in cache_entry.leftovers()):
             return False
         aside = entry.path.with_name(f".{entry.key}.evicting.{secrets.token_hex(4)}")
         os.rename(entry.path, aside)
@@ -125,3 +123,72 @@ def evict(entry: Found, reason: str, root: Path) -> bool:
         return True
     finally:
         lock.release()
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """A leftover gc may remove: a dead build's staging folder, a stale lock, a moved-aside copy."""
+
+    path: Path
+    kind: str
+    age_seconds: float
+
+
+def orphans(root: Path, grace: float, namespace: str | None = None) -> list[Orphan]:
+    """Leftovers older than ``grace`` whose owner is gone (never a live build's)."""
+    now = time.time()
+    found: list[Orphan] = []
+    try:
+        spaces = [
+            d
+            for d in os.scandir(root)
+            if not d.name.startswith(".") and d.is_dir(follow_symlinks=False)
+        ]
+    except (FileNotFoundError, NotADirectoryError):
+        return found
+    for space in spaces:
+        if namespace is not None and space.name != namespace:
+            continue
+        names = {item.name for item in os.scandir(space.path)}
+        for name in sorted(names):
+            full = Path(space.path) / name
+            try:
+                age = now - os.lstat(full).st_mtime
+            except OSError:
+                continue
+            if age <= grace:
+                continue
+            kind = _orphan_kind(name, names, full)
+            if kind:
+                found.append(Orphan(full, kind, age))
+    return found
+
+
+def _orphan_kind(name: str, siblings: set[str], full: Path) -> str | None:
+    if STAGING_INFIX in name and name.startswith("."):
+        try:
+            host, pid, _token = name.split(STAGING_INFIX, 1)[1].rsplit(".", 2)
+            alive = process_alive(host, int(pid))
+        except ValueError:
+            alive = None
+        return None if alive else "staging folder of a dead build"
+    if name.startswith(".") and (".aside." in name or ".evicting." in name):
+        return "moved-aside copy"
+    if name.endswith(LOCK_SUFFIX) and name[: -len(LOCK_SUFFIX)] not in siblings:
+        return None if EntryLock(full).held_elsewhere() else "lock of an entry that is gone"
+    return None
+
+
+def remove_orphan(root: Path, orphan: Orphan) -> None:
+    """Remove a leftover without following links, and journal it."""
+    if orphan.path.is_symlink() or not orphan.path.is_dir():
+        orphan.path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(orphan.path, ignore_errors=True)
+    journal.append(
+        root,
+        "cleanup",
+        detail=orphan.kind,
+        path=str(orphan.path),
+        namespace=orphan.path.parent.name,
+    )

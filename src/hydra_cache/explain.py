@@ -252,12 +252,21 @@ def _from_journal(
         gone = deletions[-1]
         evidence["deleted"] = gone
         reason = gone.get("reason", "?")
-        kind = "evicted" if reason == "gc" else "deleted"
-        by = "evicted by hydra-cache gc" if reason == "gc" else f"deleted by hydra-cache ({reason})"
+        kind, by = {
+            "gc": ("evicted", "evicted by hydra-cache gc"),
+            "verify": ("damaged", "moved aside as damaged by hydra-cache verify"),
+        }.get(reason, ("deleted", f"deleted by hydra-cache ({reason})"))
         return (
             kind,
             f"{by}: {target} was removed {gone.get('time')} ({gone.get('detail') or 'no detail'})",
-            (built,),
+            (
+                built,
+                *(
+                    [f"the damaged copy is kept at {gone['moved_to']}"]
+                    if gone.get("moved_to")
+                    else []
+                ),
+            ),
         )
     return (
         "deleted",

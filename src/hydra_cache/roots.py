@@ -50,7 +50,7 @@ def _absolute(value: str, base_dir: str) -> Path:
 
 
 def _setting_name(root: Root) -> str:
-    return root.source if root.source.startswith("$") else "hydra_cache.root"
+    return root.source if root.source.startswith(("$", "--")) else "hydra_cache.root"
 
 
 def check_root(root: Root, *, shared: bool = False) -> None:
