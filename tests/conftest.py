@@ -77,6 +77,27 @@ def probe_results(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in found]
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--stress",
+        type=int,
+        default=1,
+        metavar="N",
+        help="multiply the trial counts of the reliability tests by N",
+    )
+
+
+@pytest.fixture
+def stress(request: pytest.FixtureRequest) -> int:
+    """How many times the default trial counts to run (``pytest --stress 10``)."""
+    return max(1, int(request.config.getoption("--stress")))
+
+
+def report(name: str, **figures: object) -> None:
+    """Print a reliability figure (shown with ``-s``; collected for the README table)."""
+    print(f"\nRELIABILITY {name}: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
+
+
 @pytest.fixture(autouse=True)
 def private_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep the list of known roots ($XDG_STATE_HOME) inside the test, for children too."""

@@ -30,7 +30,7 @@ from hydra_cache import integrity, journal, registry
 from hydra_cache.errors import LockTimeout
 from hydra_cache.liveness import hostname, iso_time, process_alive
 from hydra_cache.locking import EntryLock, LockMode, read_holder, read_small_file
-from hydra_cache.roots import ensure_root
+from hydra_cache.roots import ensure_root, is_network_filesystem
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,10 @@ LOCK_SUFFIX = ".lock"
 STAGING_INFIX = ".staging."
 #: How often a waiter says whom it waits for.
 WAIT_LOG_INTERVAL = 30.0
-#: How long a process that holds the lock waits for an entry the journal says was just
-#: published but that this host cannot see yet (NFS caches lookups for up to 60 s).
+#: On a network filesystem, how long a process that holds the lock waits for an entry the
+#: journal says was just published but that this host cannot see yet (NFS caches lookups for
+#: up to 60 s by default). On a local filesystem nothing is late, so it does not wait: an
+#: entry that is not there was deleted.
 VISIBILITY_PATIENCE = 120.0
 #: How often a waiter re-checks readiness while the lock is held elsewhere.
 _WAIT_SLICE = 0.5
@@ -87,7 +89,7 @@ class CacheEntry:
         lock: LockMode | None = None,
         verify_on_hit: bool = False,
         wait_log_interval: float = WAIT_LOG_INTERVAL,
-        visibility_patience: float = VISIBILITY_PATIENCE,
+        visibility_patience: float | None = None,
     ) -> None:
         self.path = Path(path)
         self.lock_path = self.path.with_name(self.path.name + LOCK_SUFFIX)
@@ -95,7 +97,7 @@ class CacheEntry:
         self.lock_mode: LockMode = lock or (info.lock_mode if info else "auto")
         self.verify_on_hit = verify_on_hit
         self.wait_log_interval = wait_log_interval
-        self.visibility_patience = visibility_patience
+        self._visibility_patience = visibility_patience
         #: What the last :meth:`get_or_build` did: found it, built it, or waited for another.
         self.last_outcome: Outcome | None = None
 
@@ -192,12 +194,22 @@ class CacheEntry:
                     now - started,
                 )
 
+    @property
+    def visibility_patience(self) -> float:
+        """How long to wait for a journaled publish to become visible (see VISIBILITY_PATIENCE)."""
+        if self._visibility_patience is None:
+            network = is_network_filesystem(self.path.parent)
+            self._visibility_patience = VISIBILITY_PATIENCE if network else 0.0
+        return self._visibility_patience
+
     def _appears_soon(self) -> bool:
         """Under the lock, not visible: wait if the journal says it was just published.
 
         On NFS another node's publish can stay invisible here for up to a minute. Rebuilding
         would be correct (the rename would lose to the published entry) but wasteful.
         """
+        if self.visibility_patience <= 0:
+            return False
         published = journal.recent_publish(
             self.root, self.path.parent.name, self.path.name, within=self.visibility_patience
         )

@@ -15,6 +15,7 @@ import contextvars
 import hashlib
 import json
 import re
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -214,7 +215,14 @@ def derive(
     with _derivation():
         for item in nodes:
             name, node = item if isinstance(item, tuple) else (item, walker.locate(root, item))
-            value = walker.walk(node, name, secret=False)
+            try:
+                value = walker.walk(node, name, secret=False)
+            except RecursionError:
+                raise ConfigError(
+                    f"{name or 'the config'} is nested too deeply to hash (over "
+                    f"{sys.getrecursionlimit() // 4} levels); fix: flatten it, or add its deep "
+                    "part to hydra_cache.exclude"
+                ) from None
             hashed[name or "."] = None if value is _SKIP else value
     payload = {"schema": SCHEMA_VERSION, "salt": salt, "nodes": hashed}
     digest = digest_of(payload)

@@ -23,7 +23,7 @@ from typing import Any
 
 from omegaconf import Container, Node, OmegaConf
 from omegaconf._utils import split_key
-from omegaconf.errors import InterpolationResolutionError
+from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
 from hydra_cache import registry
 from hydra_cache.errors import ConfigError
@@ -103,8 +103,17 @@ def resolve_all(cfg: Container) -> list[ResolvedCacheDir]:
     """Every ``${cache_dir:...}`` in ``cfg`` (outside ``hydra``), resolved, in config order."""
     found: list[ResolvedCacheDir] = []
     for node in _cache_dir_nodes(cfg):
-        node._dereference_node()
         config_key = node._get_full_key(None) or RESOLVER_NAME
+        try:
+            node._dereference_node()
+        except CacheDirError:
+            raise
+        except OmegaConfBaseException as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            raise CacheDirError(
+                f"{config_key}: {node._value()!r} is not a valid interpolation ({first}); "
+                "fix: write ${cache_dir:} or ${cache_dir:a.b,c}"
+            ) from None
         memo = _memo_of(cfg)
         for resolved in reversed(memo.values()):
             if resolved.config_key == config_key:

@@ -153,3 +153,51 @@ def ensure_root(path: Path, *, shared: bool = False) -> None:
     except FileExistsError:
         return
     os.chmod(path, mode)  # mkdir's mode is cut by the umask
+
+
+#: Filesystems whose clients may see a just-published entry late (lookup and attribute caches).
+NETWORK_FILESYSTEMS = frozenset(
+    {
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb3",
+        "smbfs",
+        "lustre",
+        "gpfs",
+        "beegfs",
+        "ceph",
+        "glusterfs",
+        "9p",
+        "afs",
+        "panfs",
+        "orangefs",
+        "pvfs2",
+        "fuse.sshfs",
+        "fuse.glusterfs",
+        "fuse.ceph",
+        "fuse.s3fs",
+        "fuse.gcsfuse",
+        "fuse.rclone",
+        "fuse.juicefs",
+        "wekafs",
+        "quobyte",
+    }
+)
+
+
+def is_network_filesystem(path: Path) -> bool:
+    """Whether ``path`` lives on a network filesystem (True when it cannot be told)."""
+    try:
+        with open("/proc/self/mounts", encoding="utf-8") as handle:
+            mounts = [line.split()[1:3] for line in handle if len(line.split()) > 2]
+    except OSError:
+        return True
+    target = os.path.realpath(path)
+    best, kind = "", ""
+    for mount_point, fs_type in mounts:
+        point = mount_point.replace("\\040", " ")
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, fs_type
+    return kind in NETWORK_FILESYSTEMS

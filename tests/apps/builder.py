@@ -20,6 +20,42 @@ import time
 from pathlib import Path
 
 
+def install_noop_flock() -> None:
+    """The one fault faked: a filesystem where flock "succeeds" without excluding anybody
+    (as on some Lustre/GPFS/NFS mounts)."""
+    import fcntl
+
+    fcntl.flock = lambda fd, op: None  # type: ignore[assignment]
+
+
+def install_late_visibility(seconds: float) -> None:
+    """The one fault faked: a filesystem (NFS) that keeps showing a just-published entry as
+    absent on this host for a while after it first exists."""
+    real_lstat = os.lstat
+    first_seen: list[float] = []
+
+    def late_lstat(path: object, *a: object, **k: object) -> os.stat_result:
+        result = real_lstat(path, *a, **k)  # type: ignore[arg-type]
+        if str(path).endswith(".hydra-cache.json"):
+            first_seen[:] = first_seen or [time.time()]
+            if time.time() - first_seen[0] < seconds:
+                raise FileNotFoundError(2, "not visible yet", str(path))
+        return result
+
+    os.lstat = late_lstat  # type: ignore[assignment]
+
+
+def kill_self_on(module: object, name: str) -> None:
+    """SIGKILL this process, for real, at its next call of module.name."""
+    real = getattr(module, name)
+
+    def wrapper(*a: object, **k: object) -> object:
+        os.kill(os.getpid(), signal.SIGKILL)
+        return real(*a, **k)
+
+    setattr(module, name, wrapper)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("path")
@@ -32,27 +68,17 @@ def main() -> int:
     parser.add_argument("--timeout", type=float)
     parser.add_argument("--log-interval", type=float, default=30.0)
     parser.add_argument("--fail", action="store_true")
+    parser.add_argument("--hide-for", type=float, default=0.0)
+    parser.add_argument("--patience", type=float, help="visibility patience (network fs)")
     args = parser.parse_args()
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"
     )
 
     if args.noop_flock:
-        # The one fault this machine cannot produce: a filesystem where flock "succeeds"
-        # without excluding anybody (as on some Lustre/GPFS/NFS mounts).
-        import fcntl
-
-        fcntl.flock = lambda fd, op: None  # type: ignore[assignment]
-
-    def kill_self_on(module: object, name: str) -> None:
-        real = getattr(module, name)
-
-        def wrapper(*a: object, **k: object) -> object:
-            os.kill(os.getpid(), signal.SIGKILL)
-            return real(*a, **k)
-
-        setattr(module, name, wrapper)
-
+        install_noop_flock()
+    if args.hide_for:
+        install_late_visibility(args.hide_for)
     from hydra_cache import CacheEntry
 
     pid = os.getpid()
@@ -78,7 +104,9 @@ def main() -> int:
     if args.start_file:
         while not os.path.exists(args.start_file):
             time.sleep(0.005)
-    entry = CacheEntry(args.path, wait_log_interval=args.log_interval)
+    entry = CacheEntry(
+        args.path, wait_log_interval=args.log_interval, visibility_patience=args.patience
+    )
     try:
         entry.get_or_build(build, timeout=args.timeout)
     except Exception as error:  # report for the test, then fail
