@@ -30,9 +30,31 @@ def compose_config(config_dir: str, config_name: str, overrides: list[str]) -> D
         with initialize_config_dir(config_dir=directory, version_base=None, job_name="hydra-cache"):
             cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
     except Exception as error:
-        said = " ".join(str(error).strip().splitlines()[:2]) or repr(error)
-        raise ConfigError(f"cannot compose {config_name!r} from {config_dir}: {said}") from None
+        raise ConfigError(
+            f"cannot compose {config_name!r} from {config_dir}: {_reason(error)}; fix: correct "
+            "the file, key or override it names"
+        ) from None
     with open_dict(cfg):
         cfg.hydra.runtime.cwd = os.getcwd()
     HydraConfig.instance().set_config(cfg)
     return cfg
+
+
+def _reason(error: BaseException) -> str:
+    """The first informative message along the cause chain, on one line, with its key."""
+    seen: BaseException | None = error
+    while seen is not None:
+        lines = [line.strip() for line in str(seen).strip().splitlines() if line.strip()]
+        if lines:
+            key = next(
+                (line.split(":", 1)[1].strip() for line in lines if line.startswith("full_key:")),
+                "",
+            )
+            said = " ".join(
+                line
+                for line in lines[:2]
+                if not line.startswith(("full_key:", "object_type=", "reference_type="))
+            )
+            return f"{key}: {said}" if key else said
+        seen = seen.__cause__ or seen.__context__
+    return type(error).__name__

@@ -82,6 +82,13 @@ def register() -> None:
 def cache_dir(*args: Any, _parent_: Container, _node_: Node, _root_: Container) -> str:
     """Resolve ``${cache_dir:...}`` held by ``_node_`` (whose container is ``_parent_``)."""
     raise_if_deriving()
+    if not all(isinstance(arg, str) for arg in args):
+        config_key = _node_._get_full_key(None) or RESOLVER_NAME
+        bad = next(arg for arg in args if not isinstance(arg, str))
+        raise CacheDirError(
+            f"{config_key}: ${{cache_dir:...}} takes dotted config keys, got {bad!r}; "
+            "fix: write e.g. ${cache_dir:data} or ${cache_dir:data.preprocessing,.source}"
+        )
     memo = _memo_of(_root_)
     memo_key = (id(_parent_), args)
     known = memo.get(memo_key)
