@@ -9,12 +9,12 @@ only prevents duplicate work: correctness comes from the atomic publish.
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
 import stat
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 LockMode = Literal["auto", "flock", "soft"]
 LOCK_MODES: tuple[LockMode, ...] = ("auto", "flock", "soft")
-_flockless: set[str] = set()  # folders where flock proved unsupported (auto mode)
+_announced_fallback: set[str] = set()  # folders where flock proved unsupported (auto mode)
 
 
 def refuse_planted(path: Path, what: str) -> None:
@@ -96,18 +96,18 @@ class EntryLock:
         self.entry = entry
         self._impl: Any = None
 
-    @property
-    def soft(self) -> bool:
-        return self.mode == "soft" or (
-            self.mode == "auto" and str(self.lock_path.parent) in _flockless
-        )
-
     def _make(self) -> Any:
         from filelock import FileLock, SoftFileLock
 
-        if self.soft:
+        if self.mode == "soft":
             return SoftFileLock(str(self.lock_path))
-        return FileLock(str(self.lock_path), on_acquired=self._write_holder, fallback_to_soft=False)
+        if self.mode == "flock":
+            return FileLock(
+                str(self.lock_path), on_acquired=self._write_holder, fallback_to_soft=False
+            )
+        # auto: filelock itself falls back to a soft lock where flock is unsupported (it does
+        # not call on_acquired then, so the holder record is written after acquiring).
+        return FileLock(str(self.lock_path), fallback_to_soft=True)
 
     def acquire(self, timeout: float) -> bool:
         from filelock import Timeout
@@ -115,21 +115,38 @@ class EntryLock:
         refuse_planted(self.lock_path, "lock file")
         if self._impl is None:
             self._impl = self._make()
-        try:
-            self._impl.acquire(timeout=max(timeout, 0.0))
-        except Timeout:
-            return False
-        except OSError as error:
-            if error.errno != errno.ENOSYS or self.mode != "auto":
-                raise
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                self._impl.acquire(timeout=max(timeout, 0.0))
+            except Timeout:
+                return False
+        if (
+            any("falling back to SoftFileLock" in str(w.message) for w in caught)
+            and str(self.lock_path.parent) not in _announced_fallback
+        ):
+            _announced_fallback.add(str(self.lock_path.parent))
             log.warning(
                 "flock is not supported under %s; using soft (marker file) locks there",
                 self.lock_path.parent,
             )
-            _flockless.add(str(self.lock_path.parent))
-            self._impl = self._make()
-            return self.acquire(timeout)
+        if self.mode == "auto":
+            self._record_holder()
         return True
+
+    def _record_holder(self) -> None:
+        """Write the holder record beside a flock (a soft lock's marker already names us)."""
+        current = read_small_file(self.lock_path, 64) or b""
+        if current[:1].isdigit():  # a soft marker: pid, host, start time
+            return
+        try:
+            fd = os.open(self.lock_path, os.O_WRONLY | os.O_NOFOLLOW)
+        except OSError:
+            return
+        try:
+            self._write_holder(fd)
+        finally:
+            os.close(fd)
 
     def release(self) -> None:
         if self._impl is not None:

@@ -28,6 +28,17 @@ def install_noop_flock() -> None:
     fcntl.flock = lambda fd, op: None  # type: ignore[assignment]
 
 
+def install_flock_enosys() -> None:
+    """The one fault faked: a filesystem with no flock at all (ENOSYS)."""
+    import errno
+    import fcntl
+
+    def no_flock(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
+
+    fcntl.flock = no_flock  # type: ignore[assignment]
+
+
 def install_late_visibility(seconds: float) -> None:
     """The one fault faked: a filesystem (NFS) that keeps showing a just-published entry as
     absent on this host for a while after it first exists."""
@@ -70,6 +81,8 @@ def main() -> int:
     parser.add_argument("--fail", action="store_true")
     parser.add_argument("--hide-for", type=float, default=0.0)
     parser.add_argument("--patience", type=float, help="visibility patience (network fs)")
+    parser.add_argument("--lock", choices=["auto", "flock", "soft"])
+    parser.add_argument("--flock-enosys", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"
@@ -79,6 +92,8 @@ def main() -> int:
         install_noop_flock()
     if args.hide_for:
         install_late_visibility(args.hide_for)
+    if args.flock_enosys:
+        install_flock_enosys()
     from hydra_cache import CacheEntry
 
     pid = os.getpid()
@@ -105,7 +120,10 @@ def main() -> int:
         while not os.path.exists(args.start_file):
             time.sleep(0.005)
     entry = CacheEntry(
-        args.path, wait_log_interval=args.log_interval, visibility_patience=args.patience
+        args.path,
+        wait_log_interval=args.log_interval,
+        visibility_patience=args.patience,
+        lock=args.lock,
     )
     try:
         entry.get_or_build(build, timeout=args.timeout)
