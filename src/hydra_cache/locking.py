@@ -166,8 +166,11 @@ class EntryLock:
         record = json.dumps(
             {"host": hostname(), "pid": os.getpid(), "since": time.time(), "path": self.entry}
         ).encode()
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, record, 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, record, 0)
+        except OSError as error:  # the record only tells waiters whom they wait for
+            log.debug("could not record the holder of %s: %s", self.lock_path, error)
 
     def describe_holder(self) -> str:
         holder = read_holder(self.lock_path)
