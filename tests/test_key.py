@@ -318,3 +318,48 @@ def test_payload_is_the_documented_canonical_json() -> None:
     )
     assert derived.digest == hashlib.sha256(text.encode()).hexdigest()
     assert derived.key == derived.digest[:16]
+
+
+REFERENCE_CASES = [
+    {"a": 1, "data": {"v": "${a}"}},
+    {"a": "x", "data": {"v": "pre_${a}_post"}},
+    {"a": 1.5, "b": True, "c": None, "data": {"v": "${a}/${b}/${c}"}},
+    {"data": {"x": 3, "v": "${.x}", "n": {"w": "${..x}", "z": "${.w}"}}},
+    {"data": {"v": "${b.c}"}, "b": {"c": "${d}"}, "d": 7},
+    {"a": [1, 2], "data": {"v": "${a}"}},
+    {"a": {"k": 1}, "data": {"v": "${a}"}},
+    {"a": 5, "data": {"v": "\\${a}", "w": "${a}\\\\"}},
+    {"a": "x", "data": {"v": "${oc.env:HOME,h}_${a}"}},
+    {"a": "${b}", "b": 2, "data": {"v": "${a}"}},
+    {"a": 1, "data": {"v": "${ a }"}},
+]
+
+
+@pytest.mark.parametrize("config", REFERENCE_CASES)
+def test_fast_reference_resolution_matches_omegaconf(
+    config: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hydra_cache.key as key_module
+    from hydra_cache.references import NOT_SIMPLE
+
+    fast = derive(OmegaConf.create(config), ["data"])
+    monkeypatch.setattr(key_module, "resolve_simple", lambda node, raw: NOT_SIMPLE)
+    slow = derive(OmegaConf.create(config), ["data"])
+    assert fast.payload == slow.payload and fast.key == slow.key
+
+
+def test_simple_references_take_the_fast_path() -> None:
+    from hydra_cache.references import NOT_SIMPLE, resolve_simple
+
+    cfg = OmegaConf.create(
+        {
+            "a": 1,
+            "s": "x",
+            "d": {"x": 2, "v": "${a}", "w": "${.x}-${s}", "e": "${oc.env:HOME}", "m": "${nope}"},
+        }
+    )
+    node = cfg.d._get_node
+    assert resolve_simple(node("v"), "${a}") == 1
+    assert resolve_simple(node("w"), "${.x}-${s}") == "2-x"
+    assert resolve_simple(node("e"), "${oc.env:HOME}") is NOT_SIMPLE
+    assert resolve_simple(node("m"), "${nope}") is NOT_SIMPLE

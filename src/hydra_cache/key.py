@@ -12,8 +12,10 @@ style, ``PYTHONHASHSEED`` or the process. JSON keeps ``1``, ``1.0``, ``true``, `
 from __future__ import annotations
 
 import contextvars
+import functools
 import hashlib
 import json
+import operator
 import re
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -21,13 +23,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import PurePath
-from typing import Any, Union
+from typing import Any, Union, cast
 
 from omegaconf import Container, DictConfig, ListConfig, Node
 from omegaconf._utils import split_key
 from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
 from hydra_cache.errors import ConfigError
+from hydra_cache.references import NOT_SIMPLE, resolve_simple
 
 #: Bump whenever the payload layout or the conversion of any value changes: every key changes.
 SCHEMA_VERSION = 1
@@ -64,6 +67,7 @@ _SECRET_WORDS = frozenset(
     }
 )
 _WORD_SPLIT = re.compile(r"[^a-z0-9]+")
+_WORDS = re.compile(r"\w+")
 _SECRET_PAIRS = ("api_key", "api-key", "access_key", "private_key", "secret_key")
 
 _deriving: contextvars.ContextVar[bool] = contextvars.ContextVar(
@@ -97,6 +101,7 @@ def _derivation() -> Iterator[None]:
         _deriving.reset(token)
 
 
+@functools.lru_cache(maxsize=8192)
 def is_secret_name(name: str) -> bool:
     """Whether a config key looks like it holds a credential (its value is never shown)."""
     lowered = name.lower()
@@ -117,31 +122,36 @@ class Snapshot:
     """Identity of every node a derivation read, to tell cheaply whether it still holds.
 
     Re-deriving a key resolves every leaf; checking a snapshot only compares object
-    identities and re-resolves the interpolated leaves, so a memoized path stays exact even
-    when the config is changed after the first access.
+    identities (of each container's children and each leaf's raw value) and re-resolves the
+    interpolated leaves, so a memoized path stays exact when the config is changed after the
+    first access.
     """
 
-    containers: list[tuple[Container, Any, int]] = field(default_factory=list)
-    values: list[tuple[Any, PathStep, Node, Any]] = field(default_factory=list)
+    containers: list[tuple[Container, Any, tuple[Any, ...]]] = field(default_factory=list)
+    nodes: list[Node] = field(default_factory=list)
+    raws: list[Any] = field(default_factory=list)
     interpolations: list[tuple[Node, Any]] = field(default_factory=list)
     exact: bool = True
+
+    def add_container(self, container: Container, content: Any) -> None:
+        children = tuple(content.values() if type(content) is dict else content)
+        self.containers.append((container, content, children))
 
     def is_current(self) -> bool:
         if not self.exact:
             return False
-        for container, content, size in self.containers:
-            if container.__dict__["_content"] is not content or len(content) != size:
+        for container, content, children in self.containers:
+            if container.__dict__["_content"] is not content or len(content) != len(children):
                 return False
-        try:
-            for content, step, node, raw in self.values:
-                if content[step] is not node or node._value() is not raw:
-                    return False
-        except (KeyError, IndexError):
+            now = content.values() if type(content) is dict else content
+            if not all(map(operator.is_, now, children)):
+                return False
+        if not all(map(operator.is_, [n.__dict__["_val"] for n in self.nodes], self.raws)):
             return False
         with _derivation():
             for node, expected in self.interpolations:
                 try:
-                    value = _leaf(node._dereference_node()._value(), "")
+                    value = _resolve_leaf(node, node.__dict__["_val"])
                 except Exception:
                     return False
                 if type(value) is not type(expected) or value != expected:
@@ -245,7 +255,7 @@ def read_node(root: Container, name: str) -> tuple[Any, Snapshot]:
     """
     walker = _Walker(frozenset())
     content = root.__dict__["_content"]
-    walker.snapshot.containers.append((root, content, len(content)))
+    walker.snapshot.add_container(root, content)
     if name not in content:
         return None, walker.snapshot
     with _derivation():
@@ -301,11 +311,45 @@ def _first_line(error: BaseException) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
+def _resolve_leaf(node: Node, raw: str) -> Any:
+    """An interpolated leaf's value: the fast path for plain references, else OmegaConf."""
+    value = resolve_simple(node, raw)
+    if value is NOT_SIMPLE:
+        target = node._dereference_node()
+        if target._is_missing():
+            raise _MissingTarget
+        if isinstance(target, Container):
+            raise _ContainerTarget(target)
+        value = target._value()
+    return _leaf(value, "")
+
+
+class _MissingTarget(Exception):
+    pass
+
+
+class _ContainerTarget(Exception):
+    def __init__(self, target: Container) -> None:
+        super().__init__()
+        self.target = target
+
+
+_CONTAINERS = (DictConfig, ListConfig)
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
 class _Walker:
-    """One derivation's walk: the payload plus what it noticed on the way."""
+    """One derivation's walk: the payload plus what it noticed on the way.
+
+    The walk reads OmegaConf's containers and raw values directly instead of going through
+    ``cfg[key]`` (which validates, wraps and resolves on every access): that is what keeps a
+    5,000-leaf key cheaper than ``OmegaConf.to_container``.
+    """
 
     def __init__(self, exclude: frozenset[str], *, tolerant: bool = False) -> None:
         self.exclude = exclude
+        # Containers some of whose children are excluded (their children's paths are needed).
+        self.exclude_parents = {e.rsplit(".", 1)[0] if "." in e else "" for e in exclude}
         self.tolerant = tolerant
         self.redacted: list[str] = []
         self.volatile: list[str] = []
@@ -315,11 +359,12 @@ class _Walker:
     def locate(self, root: Container, name: str) -> Node:
         """The raw node at an absolute dotted key, recording each step for the snapshot."""
         node: Node = root
-        path = ""
         for part in split_key(name) if name else ():
             if not isinstance(node, Container) or node._is_none() or node._is_missing():
                 break
             content = node.__dict__["_content"]
+            if not isinstance(content, (dict, list)):
+                break
             step: PathStep = int(part) if isinstance(node, ListConfig) and part.isdigit() else part
             try:
                 child = node._get_node(step, validate_access=False)
@@ -328,8 +373,8 @@ class _Walker:
             if child is None:
                 break
             assert isinstance(child, Node)
-            self.snapshot.values.append((content, step, child, child._value()))
-            node, path = child, child_path(path, step)
+            self.snapshot.add_container(node, content)
+            node = child
         else:
             return node
         raise ConfigError(
@@ -340,80 +385,93 @@ class _Walker:
     def walk(self, node: Node, path: str, *, secret: bool) -> Any:
         if path in self.exclude:
             return _SKIP
-        if node._is_missing():
+        if type(node) in _CONTAINERS or isinstance(node, Container):
+            content = node.__dict__["_content"]
+            if type(content) is str:
+                return self._special(node, content, path, secret)
+            return self._walk_container(cast(Container, node), content, path, secret)
+        raw = node.__dict__["_val"]
+        kind = type(raw)
+        if kind is str and ("${" in raw or raw == "???"):
+            return self._special(node, raw, path, secret)
+        self.snapshot.nodes.append(node)
+        self.snapshot.raws.append(raw)
+        if secret:
+            self.redacted.append(path)
+        return raw if kind in _PLAIN else _leaf(raw, path)
+
+    def _walk_container(self, node: Container, content: Any, path: str, secret: bool) -> Any:
+        if content is None:
+            return None
+        self.snapshot.add_container(node, content)
+        nodes, raws = self.snapshot.nodes, self.snapshot.raws
+        check = path in self.exclude_parents
+        if type(content) is dict:
+            out: dict[str, Any] = {}
+            for key, child in content.items():
+                name = key if type(key) is str else _key_name(key)
+                child_secret = secret or is_secret_name(name)
+                if type(child) not in _CONTAINERS and not check and not child_secret:
+                    raw = child.__dict__["_val"]
+                    kind = type(raw)
+                    if kind in _PLAIN and not (kind is str and ("${" in raw or raw == "???")):
+                        nodes.append(child)
+                        raws.append(raw)
+                        out[name] = raw
+                        continue
+                value = self.walk(child, child_path(path, name), secret=child_secret)
+                if value is not _SKIP:
+                    out[name] = value
+            return out
+        items: list[Any] = []
+        for index, child in enumerate(content):
+            value = self.walk(child, child_path(path, index), secret=secret)
+            if value is not _SKIP:
+                items.append(value)
+        return items
+
+    def _special(self, node: Node, raw: str, path: str, secret: bool) -> Any:
+        """A missing value or an interpolation (of a leaf or of a whole container)."""
+        if raw == "???":
             if self.tolerant:
                 return "???"
             raise ConfigError(
                 f"{path} is '???' (missing) but is part of a cache key; fix: give it a value "
                 f"(e.g. override {path}=...), or add '{path}' to hydra_cache.exclude"
             )
-        if node._is_interpolation():
-            raw = node._value()
-            if _VOLATILE.search(raw):
-                self.volatile.append(path)
-            if _FROM_ENV.search(raw) or any(is_secret_name(w) for w in re.findall(r"\w+", raw)):
-                secret = True
-            try:
-                target = node._dereference_node()
-            except SelfReferenceError:
+        if _VOLATILE.search(raw):
+            self.volatile.append(path)
+        if _FROM_ENV.search(raw) or any(is_secret_name(w) for w in _WORDS.findall(raw)):
+            secret = True
+        try:
+            value = _resolve_leaf(node, raw)
+        except _ContainerTarget as found:
+            self.snapshot.exact = False
+            target = found.target
+            return self._walk_container(target, target.__dict__["_content"], path, secret)
+        except _MissingTarget:
+            if self.tolerant:
+                return "???"
+            raise ConfigError(
+                f"{path} resolves to a '???' (missing) value but is part of a cache key; "
+                f"fix: give it a value, or add '{path}' to hydra_cache.exclude"
+            ) from None
+        except OmegaConfBaseException as error:
+            if _is_self_reference(error):
                 self.derived.append(path)
                 return _SKIP
-            except OmegaConfBaseException as error:
-                if _is_self_reference(error):
-                    self.derived.append(path)
-                    return _SKIP
-                if self.volatile and self.volatile[-1] == path:
-                    return UNRESOLVED_PER_RUN
-                if self.tolerant:
-                    return "<unresolvable>"
-                raise ConfigError(
-                    f"{path}: cannot resolve {raw!r} ({_first_line(error)}); fix: make the "
-                    f"interpolation resolvable, or add '{path}' to hydra_cache.exclude"
-                ) from None
-            if target._is_missing():
-                if self.tolerant:
-                    return "???"
-                raise ConfigError(
-                    f"{path} resolves to a '???' (missing) value but is part of a cache key; "
-                    f"fix: give it a value, or add '{path}' to hydra_cache.exclude"
-                )
-            if isinstance(target, Container):
-                self.snapshot.exact = False
-                return self._walk_container(target, path, secret)
-            value = _leaf(target._value(), path)
-            self.snapshot.interpolations.append((node, value))
-            if secret:
-                self.redacted.append(path)
-            return value
-        if isinstance(node, Container):
-            return self._walk_container(node, path, secret)
+            if self.volatile and self.volatile[-1] == path:
+                return UNRESOLVED_PER_RUN
+            if self.tolerant:
+                return "<unresolvable>"
+            raise ConfigError(
+                f"{path}: cannot resolve {raw!r} ({_first_line(error)}); fix: make the "
+                f"interpolation resolvable, or add '{path}' to hydra_cache.exclude"
+            ) from None
+        self.snapshot.interpolations.append((node, value))
         if secret:
             self.redacted.append(path)
-        return _leaf(node._value(), path)
-
-    def _walk_container(self, node: Container, path: str, secret: bool) -> Any:
-        if node._is_none():
-            return None
-        content = node.__dict__["_content"]
-        self.snapshot.containers.append((node, content, len(content)))
-        if isinstance(node, DictConfig):
-            out: dict[str, Any] = {}
-            for key, child in content.items():
-                name = _key_name(key)
-                sub = child_path(path, name)
-                self.snapshot.values.append((content, key, child, child._value()))
-                value = self.walk(child, sub, secret=secret or is_secret_name(name))
-                if value is not _SKIP:
-                    out[name] = value
-            return out
-        assert isinstance(node, ListConfig)
-        items: list[Any] = []
-        for index, child in enumerate(content):
-            self.snapshot.values.append((content, index, child, child._value()))
-            value = self.walk(child, child_path(path, index), secret=secret)
-            if value is not _SKIP:
-                items.append(value)
-        return items
+        return value
 
 
 def _is_self_reference(error: BaseException) -> bool:

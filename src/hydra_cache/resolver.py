@@ -59,10 +59,13 @@ class ResolvedCacheDir:
     settings: Settings
     settings_snapshot: Snapshot
     environment: tuple[str | None, ...]
+    #: Where the app was launched, when the root is relative to it (else None).
+    launch_dir: str | None
 
     def is_current(self) -> bool:
         return (
             self.environment == _environment()
+            and (self.launch_dir is None or self.launch_dir == _launch_dir())
             and self.settings_snapshot.is_current()
             and self.derived.snapshot.is_current()
         )
@@ -166,7 +169,6 @@ def _environment() -> tuple[str | None, ...]:
         os.environ.get(ENV_ROOT),
         os.environ.get("XDG_CACHE_HOME"),
         os.environ.get("HOME"),
-        _launch_dir(),
     )
 
 
@@ -207,7 +209,10 @@ def _resolve(
         salt=settings.salt,
     )
     namespace = sanitise_namespace(nodes[0] or config_key)
-    cache_root = select_root(settings.root, base_dir=environment[-1] or os.getcwd())
+    configured = settings.root or environment[0] or environment[1]
+    relative = bool(configured) and not os.path.isabs(os.path.expanduser(str(configured)))
+    launch_dir = _launch_dir() if relative else None
+    cache_root = select_root(settings.root, base_dir=launch_dir or os.getcwd())
     if str(cache_root.path) not in _checked_roots:
         check_root(cache_root, shared=settings.shared)
         _checked_roots.add(str(cache_root.path))
@@ -230,7 +235,15 @@ def _resolve(
         ),
     )
     return ResolvedCacheDir(
-        path, config_key, namespace, derived, cache_root, settings, settings_snapshot, environment
+        path,
+        config_key,
+        namespace,
+        derived,
+        cache_root,
+        settings,
+        settings_snapshot,
+        environment,
+        launch_dir,
     )
 
 

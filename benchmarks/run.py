@@ -1,0 +1,564 @@
+"""hydra-cache against its peers and the floor, side by side in one run.
+
+    python benchmarks/run.py            # the full run (a few minutes)
+    python benchmarks/run.py --quick    # smaller sizes and fewer repeats (under 2 minutes)
+
+Prints a table of medians and ratios and writes it as JSON (``--json``), plus a PNG chart of
+the key-derivation and hit-path ratios (``--chart``, needs matplotlib). Peers come from the
+``bench`` extra (``pip install -e ".[bench]"``); a peer that is not installed is skipped.
+Only ratios measured in the same run are compared; absolute times depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+import hydra_plugins.hydra_cache_plugin  # noqa: F401  (registers ${cache_dir:})
+from hydra_cache import CacheEntry
+from hydra_cache.key import derive
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass
+class Row:
+    """One comparison: our median against a peer's (or the floor's), as a ratio."""
+
+    case: str
+    ours: float
+    peer: str
+    theirs: float | None
+    target: str = ""
+    unit: str = "s"
+    notes: str = ""
+    met: bool | None = field(default=None)
+
+    @property
+    def ratio(self) -> float | None:
+        return None if not self.theirs else self.ours / self.theirs
+
+
+def median_time(fn: Callable[[], object], *, repeat: int, number: int = 1) -> float:
+    """Median seconds per call over ``repeat`` batches of ``number`` calls."""
+    fn()  # warm up
+    samples = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        for _ in range(number):
+            fn()
+        samples.append((time.perf_counter() - started) / number)
+    return statistics.median(samples)
+
+
+def optional(module: str) -> Any:
+    try:
+        return __import__(module, fromlist=["_"])
+    except ImportError:
+        return None
+
+
+# ------------------------------------------------------------------------ 1. derivation
+
+
+def make_config(leaves: int, interpolations: bool) -> DictConfig:
+    """A ``data`` node of ``leaves`` leaves in groups of ten, of mixed types."""
+    groups: dict[str, Any] = {}
+    for number in range(leaves):
+        group = groups.setdefault(f"g{number // 10}", {})
+        kind = number % 4
+        value: Any = [number, float(number) / 7, f"s{number}", number % 3 == 0][kind]
+        if interpolations and number % 10 == 9:
+            value = "${data.g0.k0}" if number % 20 == 9 else "pre_${data.g0.k2}"
+        group[f"k{number % 10}"] = value
+    return OmegaConf.create({"data": groups, "other": {"x": 1}})
+
+
+def bench_derivation(leaves: int, interpolations: bool, repeat: int) -> list[Row]:
+    cfg = make_config(leaves, interpolations)
+    plain = OmegaConf.to_container(cfg.data, resolve=True)
+    label = f"key derivation, {leaves:,} leaves{', interpolated' if interpolations else ''}"
+    ours = median_time(lambda: derive(cfg, ["data"]), repeat=repeat)
+
+    def to_container_json() -> str:
+        data = OmegaConf.to_container(cfg.data, resolve=True)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+    def floor() -> str:
+        return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()
+
+    rows = [
+        Row(
+            label,
+            ours,
+            "to_container+json+sha256",
+            median_time(to_container_json, repeat=repeat),
+            target="<= 1.0x",
+        )
+    ]
+    joblib = optional("joblib")
+    if joblib is not None:
+        rows.append(
+            Row(
+                label,
+                ours,
+                "joblib.hash",
+                median_time(lambda: joblib.hash(plain), repeat=repeat),
+                target="<= 0.33x" if leaves == 5000 else "",
+            )
+        )
+    hashing = optional("datasets.fingerprint")
+    if hashing is not None:
+        rows.append(
+            Row(
+                label,
+                ours,
+                "datasets Hasher.hash",
+                median_time(lambda: hashing.Hasher.hash(plain), repeat=repeat),
+                target="<= 0.33x" if leaves == 5000 else "",
+            )
+        )
+    rows.append(
+        Row(
+            label,
+            ours,
+            "floor: json+sha256 of a plain dict",
+            median_time(floor, repeat=repeat),
+            notes="how far from the floor",
+        )
+    )
+    return rows
+
+
+# --------------------------------------------------------------------- 2. repeated access
+
+
+def bench_access(root: Path, accesses: int, repeat: int) -> list[Row]:
+    os.environ["HYDRA_CACHE_ROOT"] = str(root)
+    cfg = OmegaConf.create(
+        {
+            "data": {
+                **{f"k{n}": n for n in range(10)},
+                "source": "/data/digits",
+                "cache_dir": "${cache_dir:}",
+                "plain": "/data/cache/abc",
+                "interp": "${.source}",
+            }
+        }
+    )
+    data = cfg.data
+
+    def loop(key: str) -> Callable[[], None]:
+        def run() -> None:
+            for _ in range(accesses):
+                data[key]
+
+        return run
+
+    ours = median_time(loop("cache_dir"), repeat=repeat)
+    label = f"{accesses:,} accesses to cfg.data.cache_dir"
+    return [
+        Row(
+            label,
+            ours,
+            "plain ${.source} interpolation",
+            median_time(loop("interp"), repeat=repeat),
+            target="<= 1.5x",
+        ),
+        Row(label, ours, "plain string value", median_time(loop("plain"), repeat=repeat)),
+    ]
+
+
+# ----------------------------------------------------------------------------- 3. hit
+
+
+def bench_hit(root: Path, repeat: int) -> list[Row]:
+    path = root / "data" / "0123456789abcdef"
+    CacheEntry(path).get_or_build(lambda staging: (staging / "x.npy").write_bytes(b"0" * 4096))
+
+    def hit() -> None:
+        CacheEntry(path).get_or_build(lambda staging: None)
+
+    ours = median_time(hit, repeat=repeat, number=2000)
+    rows = [
+        Row(
+            "hit: CacheEntry(path).get_or_build on a ready entry",
+            ours,
+            "os.stat",
+            median_time(lambda: os.stat(path), repeat=repeat, number=2000),
+            target="<= 20x",
+        )
+    ]
+    joblib = optional("joblib")
+    if joblib is not None:
+        memory = joblib.Memory(str(root / "joblib"), verbose=0)
+        params = {f"p{n}": n for n in range(10)}
+        cached = memory.cache(lambda cfg: b"0" * 4096)
+        cached(params)
+        rows.append(
+            Row(
+                "hit: CacheEntry(path).get_or_build on a ready entry",
+                ours,
+                "joblib.Memory hit, 10-key config",
+                median_time(lambda: cached(params), repeat=repeat, number=200),
+                target="<= 0.1x",
+            )
+        )
+    return rows
+
+
+# -------------------------------------------------------------------------- 4. startup
+
+APP = """
+import hydra
+
+@hydra.main(version_base=None, config_path=None, config_name=None)
+def main(cfg):
+    pass
+
+main()
+"""
+
+WRAPPER = """
+import os, runpy, sys
+if sys.argv[1] == "--without-plugin":
+    import hydra_plugins.hydra_cache_plugin as plugin
+    entry = os.path.dirname(os.path.dirname(os.path.dirname(plugin.__file__)))
+    for name in [m for m in sys.modules if m.startswith(("hydra_plugins", "hydra_cache"))]:
+        del sys.modules[name]
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p) != entry]
+sys.argv = [sys.argv[2], *sys.argv[3:]]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def bench_startup(work: Path, runs: int) -> list[Row]:
+    import hydra_plugins.hydra_cache_plugin as plugin
+
+    entry = Path(plugin.__file__).parent.parent.parent
+    if "site-packages" in entry.parts:
+        return [
+            Row(
+                "startup of a minimal @hydra.main app",
+                0.0,
+                "same app without the plugin",
+                None,
+                notes="skipped: measure from an editable install",
+            )
+        ]
+    app, wrapper = work / "app.py", work / "wrapper.py"
+    app.write_text(APP)
+    wrapper.write_text(WRAPPER)
+    times: dict[str, list[float]] = {"--with-plugin": [], "--without-plugin": []}
+    args = [
+        "hydra.run.dir=" + str(work / "run"),
+        "hydra.output_subdir=null",
+        "hydra/job_logging=disabled",
+        "hydra/hydra_logging=disabled",
+    ]
+    for _ in range(runs):
+        for variant, samples in times.items():
+            started = time.perf_counter()
+            subprocess.run(
+                [sys.executable, str(wrapper), variant, str(app), *args],
+                check=True,
+                capture_output=True,
+            )
+            samples.append(time.perf_counter() - started)
+    with_plugin = statistics.median(times["--with-plugin"])
+    without = statistics.median(times["--without-plugin"])
+    return [
+        Row(
+            "startup of a minimal @hydra.main app (whole process)",
+            with_plugin,
+            "same app without the plugin",
+            without,
+            target="<= 1.05x",
+        )
+    ]
+
+
+# ---------------------------------------------------------------------------- 5. sweep
+
+SWEEP_APP = """
+import json, os, time
+from pathlib import Path
+import hydra
+from hydra_cache import CacheEntry
+
+@hydra.main(version_base=None, config_path=".", config_name="sweep")
+def main(cfg):
+    started = time.time()
+    def build(staging):
+        time.sleep(cfg.build_seconds)
+        (staging / "data").write_text("x")
+    CacheEntry(cfg.data.cache_dir).get_or_build(build)
+    time.sleep(cfg.task_seconds)
+    Path(cfg.timing_dir, f"{os.getpid()}-{started}.json").write_text(
+        json.dumps({"start": started, "end": time.time()}))
+
+main()
+"""
+
+
+def bench_sweep(work: Path, build: float, task: float, jobs: int = 8) -> list[Row]:
+    if optional("hydra_plugins.hydra_joblib_launcher") is None:
+        return []
+    workers = os.cpu_count() or 1
+    (work / "sweep.yaml").write_text(
+        textwrap.dedent(f"""
+        build_seconds: {build}
+        task_seconds: {task}
+        timing_dir: ???
+        data: {{source: digits, cache_dir: "${{cache_dir:}}"}}
+    """)
+    )
+    (work / "sweep_app.py").write_text(SWEEP_APP)
+
+    def sweep(name: str, *extra: str) -> float:
+        timing = work / f"timing-{name}"
+        timing.mkdir()
+        env = {**os.environ, "HYDRA_CACHE_ROOT": str(work / f"root-{name}")}
+        subprocess.run(
+            [
+                sys.executable,
+                str(work / "sweep_app.py"),
+                "-m",
+                "hydra/launcher=joblib",
+                f"hydra.launcher.n_jobs={workers}",
+                f"hydra.sweep.dir={work / ('sweep-' + name)}",
+                f"timing_dir={timing}",
+                "+model=" + ",".join(map(str, range(jobs))),
+                *extra,
+            ],
+            check=True,
+            capture_output=True,
+            env=env,
+        )
+        spans = [json.loads(p.read_text()) for p in timing.iterdir()]
+        return max(s["end"] for s in spans) - min(s["start"] for s in spans)
+
+    shared = sweep("shared")
+    own = sweep("own", "+hydra_cache.salt=${hydra:job.num}")
+    ideal = build + jobs * task / workers
+    label = f"{jobs}-job joblib sweep, {build:g} s shared build, {task:g} s task, {workers} workers"
+    return [
+        Row(
+            label,
+            shared,
+            "ideal: build + jobs x task / workers",
+            ideal,
+            target="<= 1.15x",
+            notes="first job start to last job end",
+        ),
+        Row(label, shared, "every job builds its own copy", own),
+    ]
+
+
+# ---------------------------------------------------------------------------- 6. scale
+
+
+def populate(root: Path, entries: int) -> None:
+    """``entries`` real entries in namespace data (fsync skipped: setup is not measured)."""
+    real_fsync = os.fsync
+    os.fsync = lambda fd: None  # type: ignore[assignment]
+    try:
+        for number in range(entries):
+            CacheEntry(root / "data" / f"{number:016x}").get_or_build(
+                lambda staging, n=number: (staging / "x").write_text(str(n))
+            )
+    finally:
+        os.fsync = real_fsync
+
+
+def command_time(args: list[str], env: dict[str, str], cwd: Path, runs: int) -> float:
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run(args, check=True, capture_output=True, env=env, cwd=cwd)
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples)
+
+
+def bench_scale(work: Path, entries: int, runs: int) -> list[Row]:
+    root = work / "scale-root"
+    populate(root, entries)
+    conf = work / "scale-conf"
+    conf.mkdir()
+    (conf / "config.yaml").write_text('data: {resize: 8, cache_dir: "${cache_dir:}"}\n')
+    env = {**os.environ, "HYDRA_CACHE_ROOT": str(root)}
+    cli = [sys.executable, "-m", "hydra_cache"]
+    rows = []
+    for name, args, target in [
+        ("ls", ["ls", "--format", "json"], "< 1 s"),
+        ("why", ["why", "-cd", str(conf)], "< 1 s"),
+        ("gc --dry-run", ["gc", "--max-size", "1", "--dry-run"], "< 2 s"),
+    ]:
+        seconds = command_time([*cli, *args], env, work, runs)
+        limit = float(target.split()[1])
+        rows.append(
+            Row(
+                f"hydra-cache {name} over {entries:,} entries",
+                seconds,
+                "absolute target",
+                limit,
+                target=target,
+            )
+        )
+    keys = command_time([*cli, "keys", "-cd", str(conf)], env, work, runs)
+    dvc = shutil.which("dvc") or (
+        str(Path(sys.executable).parent / "dvc")
+        if (Path(sys.executable).parent / "dvc").exists()
+        else None
+    )
+    if dvc and shutil.which("git"):
+        project = work / "dvc-project"
+        project.mkdir()
+        (project / "params.yaml").write_text("data:\n  resize: 8\n")
+        (project / "dvc.yaml").write_text(
+            textwrap.dedent("""
+            stages:
+              prepare:
+                cmd: echo prepared > out.txt
+                params: [data.resize]
+                outs: [out.txt]
+        """)
+        )
+        for step in (["git", "init", "-q"], [dvc, "init", "-q"], [dvc, "repro", "-q"]):
+            subprocess.run(step, cwd=project, check=True, capture_output=True)
+        status = command_time([dvc, "status"], dict(os.environ), project, runs)
+        rows.append(
+            Row(
+                "hydra-cache keys (one config)",
+                keys,
+                "dvc status (params-only stage)",
+                status,
+                target="<= 0.5x",
+            )
+        )
+    return rows
+
+
+# ---------------------------------------------------------------------------- report
+
+
+def check(row: Row) -> None:
+    if not row.target or row.theirs is None:
+        return
+    operator, value = row.target.split()[:2]
+    measured = row.ours if row.peer == "absolute target" else row.ratio
+    limit = float(value.rstrip("xs"))
+    assert measured is not None
+    row.met = measured < limit if operator == "<" else measured <= limit
+
+
+def show(seconds: float) -> str:
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds * 1e6:.2f} us"
+
+
+def table(rows: list[Row]) -> str:
+    lines = [
+        "| case | ours | compared with | theirs | ratio | target | met |",
+        "| --- | ---: | --- | ---: | ---: | --- | --- |",
+    ]
+    for row in rows:
+        ratio = "" if row.peer == "absolute target" or row.ratio is None else f"{row.ratio:.2f}x"
+        theirs = "" if row.theirs is None else show(row.theirs)
+        met = {True: "yes", False: "**no**", None: ""}[row.met]
+        lines.append(
+            f"| {row.case} | {show(row.ours)} | {row.peer} | {theirs} | {ratio} | "
+            f"{row.target} | {met} |"
+        )
+    return "\n".join(lines)
+
+
+def chart(rows: list[Row], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    picked = [r for r in rows if r.ratio and (r.case.startswith(("key derivation", "hit")))]
+    labels = [f"{r.case.replace('key derivation, ', '')}\nvs {r.peer}" for r in picked]
+    figure, axis = plt.subplots(figsize=(10, 0.45 * len(picked) + 1.5))
+    axis.barh(
+        range(len(picked)),
+        [r.ratio for r in picked],
+        color=["#2a7" if (r.ratio or 0) <= 1 else "#c55" for r in picked],
+    )
+    axis.axvline(1.0, color="black", linewidth=0.8)
+    axis.set_xscale("log")
+    axis.set_yticks(range(len(picked)), labels, fontsize=7)
+    axis.invert_yaxis()
+    axis.set_xlabel("hydra-cache time / compared time (log scale; < 1 is faster)")
+    axis.set_title("hydra-cache key derivation and hit path, ratios measured in one run")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller and fewer (< 2 min)")
+    parser.add_argument("--json", type=Path, default=HERE / "results" / "latest.json")
+    parser.add_argument("--chart", type=Path, help="write a PNG chart (needs matplotlib)")
+    args = parser.parse_args()
+    quick = args.quick
+    repeat = 5 if quick else 15
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="hydra-cache-bench-") as scratch:
+        work = Path(scratch)
+        for leaves in (50, 5000) if quick else (50, 5000, 50000):
+            for interpolated in (False, True):
+                rows += bench_derivation(leaves, interpolated, 3 if leaves > 5000 else repeat)
+        rows += bench_access(work / "access-root", 1000, repeat)
+        rows += bench_hit(work / "hit-root", repeat)
+        startup_dir = work / "startup"
+        startup_dir.mkdir()
+        rows += bench_startup(startup_dir, 5 if quick else 15)
+        sweep_dir = work / "sweep"
+        sweep_dir.mkdir()
+        rows += bench_sweep(sweep_dir, 1.0 if quick else 2.0, 0.25 if quick else 0.5)
+        scale_dir = work / "scale"
+        scale_dir.mkdir()
+        rows += bench_scale(scale_dir, 1000 if quick else 10000, 1 if quick else 3)
+    for row in rows:
+        check(row)
+    print(table(rows))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(
+        json.dumps(
+            {
+                "quick": quick,
+                "python": sys.version.split()[0],
+                "cpus": os.cpu_count(),
+                "rows": [{**asdict(r), "ratio": r.ratio} for r in rows],
+            },
+            indent=1,
+        )
+    )
+    if args.chart:
+        chart(rows, args.chart)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
