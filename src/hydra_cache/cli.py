@@ -220,13 +220,12 @@ def _when(timestamp: float) -> str:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from hydra_cache.entry import CacheEntry
     from hydra_cache.eviction import scan
 
     root = _checked_root(args)
     rows: list[dict[str, Any]] = []
     for found in sorted(scan(root, args.namespace), key=lambda f: (f.namespace, f.last_used)):
-        meta = CacheEntry(found.path).metadata() or {}
+        meta = found.metadata
         rows.append(
             {
                 "namespace": found.namespace,
@@ -298,7 +297,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
     verb = "would remove" if args.dry_run else "removed"
     gone = [r for r in rows if r["removed"] or args.dry_run]
     lines = [
-        f"{verb if r in gone else 'skipped (in use)'} {r['path']}"
+        f"{verb if r['removed'] or args.dry_run else 'skipped (in use)'} {r['path']}"
         f"{' (' + human_size(r['size_bytes']) + ')' if r['kind'] == 'entry' else ''}: "
         f"{r['reason']}"
         for r in rows
@@ -323,7 +322,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     for found in scan(root, args.namespace):
         entry = CacheEntry(found.path)
-        recorded = (entry.metadata() or {}).get("files") or {}
+        recorded = found.metadata.get("files") or {}
         problems = integrity.damage(found.path, recorded, skip=METADATA_NAME)
         if not problems:
             continue

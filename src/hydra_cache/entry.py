@@ -17,7 +17,6 @@ import errno
 import json
 import logging
 import os
-import secrets
 import shutil
 import stat
 import time
@@ -238,7 +237,7 @@ class CacheEntry:
 
     def _build_and_publish(self, build: Callable[[Path], object]) -> None:
         staging = self.path.with_name(
-            f".{self.path.name}{STAGING_INFIX}{hostname()}.{os.getpid()}.{secrets.token_hex(4)}"
+            f".{self.path.name}{STAGING_INFIX}{hostname()}.{os.getpid()}.{os.urandom(4).hex()}"
         )
         os.mkdir(staging)
         try:
@@ -282,7 +281,7 @@ class CacheEntry:
                 return False
             # Something that is not an entry sits at the path (a half-deleted entry, a
             # hand-made folder, a planted link): move it aside rather than build into it.
-            aside = self.path.with_name(f".{self.path.name}.aside.{secrets.token_hex(4)}")
+            aside = self.path.with_name(f".{self.path.name}.aside.{os.urandom(4).hex()}")
             try:
                 os.rename(self.path, aside)
             except FileNotFoundError:

@@ -8,18 +8,19 @@ Symlinks are never followed.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-import secrets
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hydra_cache import journal
 from hydra_cache.entry import LOCK_SUFFIX, METADATA_NAME, STAGING_INFIX, CacheEntry
 from hydra_cache.liveness import process_alive
-from hydra_cache.locking import EntryLock
+from hydra_cache.locking import EntryLock, read_regular
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ class Found:
     key: str
     size_bytes: int
     last_used: float
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 def scan(root: Path, namespace: str | None = None) -> list[Found]:
@@ -52,16 +54,23 @@ def scan(root: Path, namespace: str | None = None) -> list[Found]:
         for item in os.scandir(space.path):
             if item.name.startswith(".") or not item.is_dir(follow_symlinks=False):
                 continue
-            meta = CacheEntry(item.path).metadata()
-            if meta is None:
+            read = read_regular(os.path.join(item.path, METADATA_NAME), 1 << 26)
+            if read is None:
                 continue
             try:
-                used = os.stat(os.path.join(item.path, METADATA_NAME)).st_mtime
-            except OSError:
+                meta = json.loads(read[0])
+            except ValueError:
+                continue
+            if not isinstance(meta, dict):
                 continue
             found.append(
                 Found(
-                    Path(item.path), space.name, item.name, int(meta.get("size_bytes") or 0), used
+                    Path(item.path),
+                    space.name,
+                    item.name,
+                    int(meta.get("size_bytes") or 0),
+                    read[1].st_mtime,
+                    meta,
                 )
             )
     return found
@@ -107,7 +116,7 @@ def evict(entry: Found, reason: str, root: Path) -> bool:
     try:
         if not cache_entry.ready or any(item.alive for item in cache_entry.leftovers()):
             return False
-        aside = entry.path.with_name(f".{entry.key}.evicting.{secrets.token_hex(4)}")
+        aside = entry.path.with_name(f".{entry.key}.evicting.{os.urandom(4).hex()}")
         os.rename(entry.path, aside)
         journal.append(
             root,
@@ -151,16 +160,20 @@ def orphans(root: Path, grace: float, namespace: str | None = None) -> list[Orph
             continue
         names = {item.name for item in os.scandir(space.path)}
         for name in sorted(names):
-            full = Path(space.path) / name
+            if not name.startswith(".") and not (
+                name.endswith(LOCK_SUFFIX) and name[: -len(LOCK_SUFFIX)] not in names
+            ):
+                continue  # an entry, or the lock of one: never a leftover
+            full = os.path.join(space.path, name)
             try:
                 age = now - os.lstat(full).st_mtime
             except OSError:
                 continue
             if age <= grace:
                 continue
-            kind = _orphan_kind(name, names, full)
+            kind = _orphan_kind(name, names, Path(full))
             if kind:
-                found.append(Orphan(full, kind, age))
+                found.append(Orphan(Path(full), kind, age))
     return found
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 import stat
 import time
 from pathlib import Path
@@ -70,9 +69,7 @@ def quarantine(root: Path, path: Path, problems: list[str]) -> Path:
     target = (
         journal.state_dir(root)
         / "damaged"
-        / (
-            f"{path.parent.name}.{path.name}.{time.strftime('%Y%m%dT%H%M%S')}.{secrets.token_hex(2)}"
-        )
+        / (f"{path.parent.name}.{path.name}.{time.strftime('%Y%m%dT%H%M%S')}.{os.urandom(2).hex()}")
     )
     target.parent.mkdir(parents=True, exist_ok=True)
     os.rename(path, target)

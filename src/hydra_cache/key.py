@@ -101,6 +101,13 @@ def _derivation() -> Iterator[None]:
         _deriving.reset(token)
 
 
+@functools.lru_cache(maxsize=16384)
+def _analyse(raw: str) -> tuple[bool, bool]:
+    """Whether an interpolation is per-run, and whether its value must be redacted."""
+    secret = bool(_FROM_ENV.search(raw)) or any(is_secret_name(w) for w in _WORDS.findall(raw))
+    return bool(_VOLATILE.search(raw)), secret
+
+
 @functools.lru_cache(maxsize=8192)
 def is_secret_name(name: str) -> bool:
     """Whether a config key looks like it holds a credential (its value is never shown)."""
@@ -414,7 +421,12 @@ class _Walker:
                 if type(child) not in _CONTAINERS and not check and not child_secret:
                     raw = child.__dict__["_val"]
                     kind = type(raw)
-                    if kind in _PLAIN and not (kind is str and ("${" in raw or raw == "???")):
+                    if kind is str and "${" in raw:
+                        value = self._special(child, raw, child_path(path, name), False)
+                        if value is not _SKIP:
+                            out[name] = value
+                        continue
+                    if kind in _PLAIN and raw != "???":
                         nodes.append(child)
                         raws.append(raw)
                         out[name] = raw
@@ -439,10 +451,10 @@ class _Walker:
                 f"{path} is '???' (missing) but is part of a cache key; fix: give it a value "
                 f"(e.g. override {path}=...), or add '{path}' to hydra_cache.exclude"
             )
-        if _VOLATILE.search(raw):
+        volatile, secretish = _analyse(raw)
+        if volatile:
             self.volatile.append(path)
-        if _FROM_ENV.search(raw) or any(is_secret_name(w) for w in _WORDS.findall(raw)):
-            secret = True
+        secret = secret or secretish
         try:
             value = _resolve_leaf(node, raw)
         except _ContainerTarget as found:

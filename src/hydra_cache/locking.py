@@ -51,18 +51,25 @@ def refuse_planted(path: Path, what: str) -> None:
     )
 
 
-def read_small_file(path: Path, limit: int = 1 << 20) -> bytes | None:
-    """A regular file's bytes, never following a symlink or blocking on a FIFO."""
+def read_regular(path: Path | str, limit: int = 1 << 20) -> tuple[bytes, os.stat_result] | None:
+    """A regular file's bytes and status, never following a symlink or blocking on a FIFO."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
             return None
-        return os.read(fd, limit)
+        return os.read(fd, min(limit, status.st_size + 1)), status
     finally:
         os.close(fd)
+
+
+def read_small_file(path: Path | str, limit: int = 1 << 20) -> bytes | None:
+    """A regular file's bytes, never following a symlink or blocking on a FIFO."""
+    found = read_regular(path, limit)
+    return None if found is None else found[0]
 
 
 def read_holder(lock_path: Path) -> dict[str, Any] | None:

@@ -12,6 +12,7 @@ interpolations) returns :data:`NOT_SIMPLE` and is left to OmegaConf.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -24,39 +25,65 @@ _WHOLE = re.compile(f"^{_REF}$")
 _PART = re.compile(_REF)
 
 
-def resolve_simple(node: Node, raw: str) -> Any:
-    """The value of the interpolation ``raw`` held by ``node``, or :data:`NOT_SIMPLE`."""
-    if type(node) is not AnyNode or "\\" in raw:
-        return NOT_SIMPLE
+#: Text before a reference, the reference's leading dots, and its dotted parts ((): no reference).
+Piece = tuple[str, int, tuple[str, ...]]
+
+
+@functools.lru_cache(maxsize=16384)
+def _plan(raw: str) -> tuple[bool, tuple[Piece, ...]] | None:
+    """How to resolve ``raw``: (is one whole reference, pieces), or None when not simple."""
+    if "\\" in raw:
+        return None
     whole = _WHOLE.match(raw)
     if whole:
-        return _target(node, whole[1], whole[2])
-    pieces: list[str] = []
+        return True, (("", len(whole[1]), tuple(whole[2].split("."))),)
+    pieces: list[Piece] = []
     last = 0
     for match in _PART.finditer(raw):
-        value = _target(node, match[1], match[2])
         text = raw[last : match.start()]
-        if value is NOT_SIMPLE or "${" in text:
-            return NOT_SIMPLE
-        pieces += (text, str(value))
+        if "${" in text:
+            return None
+        pieces.append((text, len(match[1]), tuple(match[2].split("."))))
         last = match.end()
-    rest = raw[last:]
-    if not pieces or "${" in rest:
+    if not pieces or "${" in raw[last:]:
+        return None
+    pieces.append((raw[last:], 0, ()))
+    return False, tuple(pieces)
+
+
+def resolve_simple(node: Node, raw: str) -> Any:
+    """The value of the interpolation ``raw`` held by ``node``, or :data:`NOT_SIMPLE`."""
+    if type(node) is not AnyNode:
         return NOT_SIMPLE
-    return "".join(pieces) + rest
+    plan = _plan(raw)
+    if plan is None:
+        return NOT_SIMPLE
+    whole, pieces = plan
+    if whole:
+        _text, dots, parts = pieces[0]
+        return _target(node, dots, parts)
+    joined: list[str] = []
+    for text, dots, parts in pieces:
+        joined.append(text)
+        if parts:
+            value = _target(node, dots, parts)
+            if value is NOT_SIMPLE:
+                return NOT_SIMPLE
+            joined.append(str(value))
+    return "".join(joined)
 
 
-def _target(node: Node, dots: str, dotted: str) -> Any:
+def _target(node: Node, dots: int, parts: tuple[str, ...]) -> Any:
     base: Any = node
     if dots:
-        for _ in range(len(dots)):
+        for _ in range(dots):
             base = base.__dict__["_parent"]
             if base is None:
                 return NOT_SIMPLE
     else:
         while base.__dict__["_parent"] is not None:
             base = base.__dict__["_parent"]
-    for part in dotted.split("."):
+    for part in parts:
         if type(base) is not DictConfig:
             return NOT_SIMPLE
         content = base.__dict__["_content"]
