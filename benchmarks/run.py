@@ -500,16 +500,17 @@ def chart(rows: list[Row], path: Path) -> None:
     picked = [r for r in rows if r.ratio and (r.case.startswith(("key derivation", "hit")))]
     labels = [f"{r.case.replace('key derivation, ', '')}\nvs {r.peer}" for r in picked]
     figure, axis = plt.subplots(figsize=(10, 0.45 * len(picked) + 1.5))
-    axis.barh(
-        range(len(picked)),
-        [r.ratio for r in picked],
-        color=["#2a7" if (r.ratio or 0) <= 1 else "#c55" for r in picked],
-    )
+    floors = ("floor", "os.stat")
+    colors = [
+        "#999" if r.peer.startswith(floors) else "#2a7" if (r.ratio or 0) <= 1 else "#c55"
+        for r in picked
+    ]
+    axis.barh(range(len(picked)), [r.ratio for r in picked], color=colors)
     axis.axvline(1.0, color="black", linewidth=0.8)
     axis.set_xscale("log")
     axis.set_yticks(range(len(picked)), labels, fontsize=7)
     axis.invert_yaxis()
-    axis.set_xlabel("hydra-cache time / compared time (log scale; < 1 is faster)")
+    axis.set_xlabel("hydra-cache time / compared time (log scale; < 1 is faster; grey: floors)")
     axis.set_title("hydra-cache key derivation and hit path, ratios measured in one run")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
@@ -520,7 +521,13 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smaller and fewer (< 2 min)")
     parser.add_argument("--json", type=Path, default=HERE / "results" / "latest.json")
     parser.add_argument("--chart", type=Path, help="write a PNG chart (needs matplotlib)")
+    parser.add_argument("--replot", type=Path, help="only redraw --chart from a saved --json")
     args = parser.parse_args()
+    if args.replot:
+        saved = json.loads(args.replot.read_text())["rows"]
+        fields = set(Row.__dataclass_fields__)
+        chart([Row(**{k: v for k, v in r.items() if k in fields}) for r in saved], args.chart)
+        return 0
     quick = args.quick
     repeat = 5 if quick else 15
     rows: list[Row] = []
