@@ -150,6 +150,9 @@ class ManifestCallback(Callback):
                 else meta.get("build_seconds")
             )
             record["size_bytes"] = meta.get("size_bytes")
+            uncovered = (meta.get("audit") or {}).get("uncovered")
+            if uncovered:
+                record["audit_uncovered"] = uncovered
         self._manifest["finished"] = iso_time(time.time())
         self._manifest["job_status"] = getattr(job_return.status, "name", str(job_return.status))
         manifest.write_yaml(self._path, self._manifest)

@@ -159,14 +159,17 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
     rows = []
     for item in _resolved(args):
+        entry = CacheEntry(item.path)
+        uncovered = ((entry.metadata() or {}).get("audit") or {}).get("uncovered") or []
         rows.append(
             {
                 "config_key": item.config_key,
                 "namespace": item.namespace,
                 "key": item.derived.key,
                 "path": item.path,
-                "status": CacheEntry(item.path).state().status,
+                "status": entry.state().status,
                 "root_source": item.root.source,
+                "uncovered": uncovered,
             }
         )
     header = ["config key", "namespace", "key", "status", "path"]
@@ -175,7 +178,14 @@ def cmd_keys(args: argparse.Namespace) -> int:
             [
                 header,
                 *[
-                    [r["config_key"], r["namespace"], r["key"], r["status"], r["path"]]
+                    [
+                        r["config_key"],
+                        r["namespace"],
+                        r["key"],
+                        r["status"]
+                        + (f" (uncovered: {', '.join(r['uncovered'])})" if r["uncovered"] else ""),
+                        r["path"],
+                    ]
                     for r in rows
                 ],
             ]
@@ -196,9 +206,9 @@ def cmd_why(args: argparse.Namespace) -> int:
     for item in resolved:
         explanation = explain(item.path, registry.lookup(item.path))
         rows.append({"config_key": item.config_key, "path": item.path, **explanation.as_dict()})
-        if explanation.is_miss:
+        if explanation.is_miss or explanation.details:
             blocks.append(f"{item.config_key}: {explanation.as_text()}")
-    ready = len(resolved) - len(blocks)
+    ready = sum(1 for row in rows if row["kind"] == "hit")
     text = "\n".join(blocks) if blocks else f"all {ready} cache dirs are ready"
     _emit(args, rows, text)
     return EXIT_OK

@@ -139,7 +139,11 @@ class CacheEntry:
         return read_holder(self.lock_path)
 
     def get_or_build(
-        self, build: Callable[[Path], object], *, timeout: float | None = None
+        self,
+        build: Callable[[Path], object],
+        *,
+        timeout: float | None = None,
+        audit: bool | None = None,
     ) -> Path:
         """Return the entry's path, building it first if nobody has.
 
@@ -147,6 +151,9 @@ class CacheEntry:
         after it returns the folder is published atomically. If ``build`` raises, the staging
         folder is removed and the error propagates. Only one process builds a key at a time;
         the others wait (logging whom they wait for) and reuse the result.
+
+        ``audit=True`` (default: ``hydra_cache.audit``) records which config values the build
+        reads and warns about each one outside the entry's key (see :mod:`hydra_cache.audit`).
         """
         if self._hit():
             return self.path
@@ -161,7 +168,7 @@ class CacheEntry:
             if self._hit(after_wait=True) or self._appears_soon():
                 return self.path
             self._remove_dead_staging()
-            self._build_and_publish(build)
+            self._build_and_publish(build, audit)
             return self.path
         finally:
             lock.release()
@@ -235,7 +242,7 @@ class CacheEntry:
         )
         return False
 
-    def _build_and_publish(self, build: Callable[[Path], object]) -> None:
+    def _build_and_publish(self, build: Callable[[Path], object], audit: bool | None) -> None:
         staging = self.path.with_name(
             f".{self.path.name}{STAGING_INFIX}{hostname()}.{os.getpid()}.{os.urandom(4).hex()}"
         )
@@ -243,9 +250,9 @@ class CacheEntry:
         try:
             started_at = time.time()
             started = time.monotonic()
-            build(staging)
+            uncovered = self._run_build(build, staging, audit)
             seconds = time.monotonic() - started
-            metadata = self._write_metadata(staging, started_at, seconds)
+            metadata = self._write_metadata(staging, started_at, seconds, uncovered)
             published = self._publish(staging)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -254,6 +261,38 @@ class CacheEntry:
         self._note("built" if published else "waited", seconds, metadata["size_bytes"])
         if published:
             self._journal_publish(metadata)
+
+    def _run_build(
+        self, build: Callable[[Path], object], staging: Path, audit: bool | None
+    ) -> list[str] | None:
+        """Run the build, recording its config reads when the audit is on."""
+        info = registry.lookup(str(self.path))
+        if not (audit if audit is not None else bool(info and info.audit)):
+            build(staging)
+            return None
+        config = registry.config_of(str(self.path))
+        if info is None or config is None:
+            log.warning(
+                "cannot audit the build of %s: its path was not resolved from a config "
+                "in this process",
+                self.path,
+            )
+            build(staging)
+            return None
+        from hydra_cache.audit import recording
+
+        with recording(config, info.covered) as recorder:
+            build(staging)
+        uncovered = recorder.uncovered()
+        for key in uncovered:
+            log.warning(
+                "build of %s read %s, which is not part of its key: runs that differ "
+                "only in %s will share this entry",
+                info.config_key,
+                key,
+                key,
+            )
+        return uncovered
 
     def _publish(self, staging: Path) -> bool:
         """Rename the staging folder into place; a lost race discards our copy (False)."""
@@ -296,7 +335,9 @@ class CacheEntry:
         meta = self.metadata()
         return bool(meta and meta.get("staging") == staging_name)
 
-    def _write_metadata(self, staging: Path, started_at: float, seconds: float) -> dict[str, Any]:
+    def _write_metadata(
+        self, staging: Path, started_at: float, seconds: float, uncovered: list[str] | None = None
+    ) -> dict[str, Any]:
         files = integrity.fingerprint(staging)
         for name, record in files.items():
             if "symlink" not in record:
@@ -324,6 +365,8 @@ class CacheEntry:
             "build_seconds": round(seconds, 6),
             "size_bytes": sum(f["size"] for f in files.values()),
             "files": files,
+            "inputs": info.inputs if info else None,
+            "audit": None if uncovered is None else {"uncovered": uncovered},
         }
         temporary = staging / (METADATA_NAME + ".tmp")
         with open(temporary, "w", encoding="utf-8") as handle:

@@ -28,6 +28,7 @@ from hydra_cache import journal
 from hydra_cache.entry import METADATA_NAME, CacheEntry, EntryState
 from hydra_cache.key import REDACTED, child_path
 from hydra_cache.registry import EntryInfo
+from hydra_cache.units import human_size
 
 
 @dataclass(frozen=True)
@@ -116,15 +117,50 @@ def _typed(value: Any) -> str:
 
 
 def payload_leaves(payload: dict[str, Any] | None) -> dict[str, Any]:
+    """Dotted key -> value of every hashed leaf of a payload: the salt, input and code
+    fingerprints included (as ``input <key>`` and ``code of <name>``)."""
     if not payload:
         return {}
-    """Dotted key -> value of every hashed leaf of a payload (the salt included)."""
     leaves: dict[str, Any] = {}
     for name, value in (payload.get("nodes") or {}).items():
         leaves.update(flatten(value, "" if name == "." else name))
     if payload.get("salt") is not None:
         leaves["hydra_cache.salt"] = payload["salt"]
+    for key, digest in (payload.get("inputs") or {}).items():
+        leaves[f"{INPUT_PREFIX}{key}"] = digest
+    for name, digest in (payload.get("code") or {}).items():
+        leaves[f"{CODE_PREFIX}{name}"] = digest
     return leaves
+
+
+INPUT_PREFIX = "input "
+CODE_PREFIX = "code of "
+
+
+def describe_change(
+    change: LeafChange, old_inputs: dict[str, Any] | None, new_inputs: dict[str, Any] | None
+) -> str:
+    """One line for a change; input and code fingerprints are said in words."""
+    if change.key.startswith(INPUT_PREFIX):
+        name = change.key[len(INPUT_PREFIX) :]
+        before = (old_inputs or {}).get(name) or {}
+        after = (new_inputs or {}).get(name) or {}
+        if change.kind != "changed" or not before or not after:
+            return (
+                f"input {name} was {'added to' if change.kind == 'added' else 'dropped from'}"
+                " the key"
+                if change.kind != "changed"
+                else f"input {name} changed on disk"
+            )
+        return (
+            f"input {name} changed on disk since the entry was built (size "
+            f"{human_size(before.get('bytes', 0))} -> {human_size(after.get('bytes', 0))}, "
+            f"modified {before.get('modified')} -> {after.get('modified')})"
+        )
+    if change.key.startswith(CODE_PREFIX):
+        name = change.key[len(CODE_PREFIX) :]
+        return f"the source of {name} changed since the entry was built"
+    return str(change)
 
 
 def published_entries(namespace_dir: Path) -> Iterator[dict[str, Any]]:
@@ -162,9 +198,16 @@ def explain(path: str | Path, info: EntryInfo | None = None) -> Explanation:
     }
     if state.status == "hit":
         meta = entry.metadata() or {}
+        uncovered = (meta.get("audit") or {}).get("uncovered") or []
+        evidence["uncovered"] = uncovered
         return Explanation(
             "hit",
             f"hit: {target} (built {meta.get('created', '?')} by run {meta.get('run_dir') or '?'})",
+            tuple(
+                f"its build read {key}, which is not part of its key: runs that differ only "
+                f"in {key} share this entry"
+                for key in uncovered
+            ),
             evidence=evidence,
         )
     elsewhere = _ready_elsewhere(root, namespace, key)
@@ -344,7 +387,7 @@ def _key_changed_or_never(
         "path": nearest.get("path"),
         "changes": [vars(c) for c in changes],
     }
-    shown = [str(change) for change in changes] or [
+    shown = [describe_change(c, nearest.get("inputs"), info.inputs) for c in changes] or [
         "no visible value differs: a redacted value or the schema changed"
     ]
     verb = "value differs" if len(changes) == 1 else "values differ"

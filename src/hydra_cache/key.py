@@ -12,6 +12,7 @@ style, ``PYTHONHASHSEED`` or the process. JSON keeps ``1``, ``1.0``, ``true``, `
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import functools
 import hashlib
 import json
@@ -252,6 +253,13 @@ def derive(
         derived_from_cache_dir=tuple(walker.derived),
         snapshot=walker.snapshot,
     )
+
+
+def with_extra(derived: DerivedKey, extra: dict[str, Any]) -> DerivedKey:
+    """The same derivation with more joined to its payload (input and code fingerprints)."""
+    payload = {**derived.payload, **extra}
+    digest = digest_of(payload)
+    return dataclasses.replace(derived, payload=payload, digest=digest, key=digest[:KEY_LENGTH])
 
 
 def read_node(root: Container, name: str) -> tuple[Any, Snapshot]:

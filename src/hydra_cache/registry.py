@@ -8,6 +8,7 @@ the end of the job. Nothing here knows about Hydra or about disks.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -27,6 +28,11 @@ class EntryInfo:
     run_dir: str | None = None
     lock_mode: Literal["auto", "flock", "soft"] = "auto"
     shared: bool = False
+    audit: bool = False
+    #: Dotted keys whose reads a build may make: hashed nodes, excluded keys, cache dirs.
+    covered: tuple[str, ...] = ()
+    #: Per input key: path, files, bytes, modified (shown by why; not hashed).
+    inputs: dict[str, dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,7 @@ class Outcome:
 
 
 _by_path: dict[str, EntryInfo] = {}
+_configs: dict[str, weakref.ref[Any]] = {}
 _outcomes: dict[str, Outcome] = {}
 
 
@@ -48,6 +55,16 @@ def remember(path: str, info: EntryInfo) -> None:
 
 def lookup(path: str) -> EntryInfo | None:
     return _by_path.get(path)
+
+
+def remember_config(path: str, config: Any) -> None:
+    """The config object whose resolution gave ``path`` (for the read audit)."""
+    _configs[path] = weakref.ref(config)
+
+
+def config_of(path: str) -> Any:
+    ref = _configs.get(path)
+    return ref() if ref is not None else None
 
 
 def note_outcome(path: str, outcome: Outcome) -> None:

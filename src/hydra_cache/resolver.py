@@ -25,9 +25,16 @@ from omegaconf import Container, Node, OmegaConf
 from omegaconf._utils import split_key
 from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
-from hydra_cache import registry
+from hydra_cache import codeprint, inputs, registry
 from hydra_cache.errors import ConfigError
-from hydra_cache.key import DerivedKey, Snapshot, derive, raise_if_deriving, read_node
+from hydra_cache.key import (
+    DerivedKey,
+    Snapshot,
+    derive,
+    raise_if_deriving,
+    read_node,
+    with_extra,
+)
 from hydra_cache.roots import ENV_ROOT, Root, check_root, select_root
 from hydra_cache.settings import Settings, parse_settings
 
@@ -96,6 +103,7 @@ def cache_dir(*args: Any, _parent_: Container, _node_: Node, _root_: Container) 
     memo_key = (id(_parent_), args)
     known = memo.get(memo_key)
     if known is not None and known.is_current():
+        registry.remember_config(known.path, _root_)
         return str(known.path)
     config_key = _node_._get_full_key(None) or RESOLVER_NAME
     try:
@@ -212,6 +220,7 @@ def _resolve(
     configured = settings.root or environment[0] or environment[1]
     relative = bool(configured) and not os.path.isabs(os.path.expanduser(str(configured)))
     launch_dir = _launch_dir() if relative else None
+    derived, shown_inputs = _with_inputs_and_code(root, derived, nodes, settings, namespace)
     cache_root = select_root(settings.root, base_dir=launch_dir or os.getcwd())
     if str(cache_root.path) not in _checked_roots:
         check_root(cache_root, shared=settings.shared)
@@ -232,8 +241,18 @@ def _resolve(
             run_dir=_run_dir(),
             lock_mode=settings.lock,
             shared=settings.shared,
+            audit=settings.audit,
+            covered=(
+                *nodes,
+                *settings.exclude,
+                *derived.derived_from_cache_dir,
+                "hydra",
+                "hydra_cache",
+            ),
+            inputs=shown_inputs,
         ),
     )
+    registry.remember_config(path, root)
     return ResolvedCacheDir(
         path,
         config_key,
@@ -245,6 +264,36 @@ def _resolve(
         environment,
         launch_dir,
     )
+
+
+def _inside(key: str, nodes: tuple[str, ...]) -> bool:
+    return any(node in ("", key) or key.startswith((node + ".", node + "[")) for node in nodes)
+
+
+def _with_inputs_and_code(
+    root: Container,
+    derived: DerivedKey,
+    nodes: tuple[str, ...],
+    settings: Settings,
+    namespace: str,
+) -> tuple[DerivedKey, dict[str, dict[str, Any]] | None]:
+    """Join input-file and code fingerprints to the key (they need the disk and imports,
+    so they are taken here, not in the pure key module)."""
+    extra: dict[str, Any] = {}
+    shown: dict[str, dict[str, Any]] = {}
+    inside = [key for key in settings.inputs if _inside(key, nodes)]
+    if inside:
+        base = _launch_dir()
+        digests = {}
+        for key in inside:
+            value = OmegaConf.select(root, key, throw_on_missing=False)
+            digests[key], shown[key] = inputs.fingerprint(key, value, settings.input_mode, base)
+        extra["inputs"] = digests
+    mode = settings.code_mode(namespace)
+    if mode != "off" or settings.code_modules:
+        names = codeprint.targets(derived.payload["nodes"]) if mode != "off" else []
+        extra["code"] = codeprint.fingerprints(names, settings.code_modules, mode)
+    return (with_extra(derived, extra) if extra else derived), (shown or None)
 
 
 def _hashed_nodes(args: tuple[Any, ...], holder: str) -> tuple[str, ...]:

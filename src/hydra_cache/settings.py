@@ -11,7 +11,21 @@ from hydra_cache.errors import ConfigError
 
 ON_MISS_CHOICES = ("build", "warn", "error")
 LOCK_CHOICES = ("auto", "flock", "soft")
-KNOWN_SETTINGS = ("root", "exclude", "salt", "on_miss", "lock", "shared")
+INPUT_MODES = ("stat", "sha256")
+CODE_MODES = ("off", "module", "function")
+KNOWN_SETTINGS = (
+    "root",
+    "exclude",
+    "salt",
+    "on_miss",
+    "lock",
+    "shared",
+    "audit",
+    "inputs",
+    "input_mode",
+    "code",
+    "code_modules",
+)
 
 
 @dataclass(frozen=True)
@@ -25,6 +39,18 @@ class Settings:
     lock: Literal["auto", "flock", "soft"] = "auto"
     #: A root shared by a group: created setgid and group-writable, owned by anyone in it.
     shared: bool = False
+    #: Record the config values each build reads, and report those outside its key.
+    audit: bool = False
+    #: Dotted keys whose values are files or folders: their content joins the keys.
+    inputs: tuple[str, ...] = ()
+    input_mode: Literal["stat", "sha256"] = "stat"
+    #: Code fingerprint mode per namespace ("*" for every namespace).
+    code: tuple[tuple[str, str], ...] = ()
+    code_modules: tuple[str, ...] = ()
+
+    def code_mode(self, namespace: str) -> str:
+        modes = dict(self.code)
+        return modes.get(namespace, modes.get("*", "off"))
 
 
 def parse_settings(node: Mapping[str, Any] | None) -> Settings:
@@ -52,6 +78,16 @@ def parse_settings(node: Mapping[str, Any] | None) -> Settings:
         on_miss=_choice("on_miss", node.get("on_miss", "build"), ON_MISS_CHOICES, "warn"),
         lock=_choice("lock", node.get("lock", "auto"), LOCK_CHOICES, "soft"),  # type: ignore[arg-type]
         shared=_flag("shared", node.get("shared", False)),
+        audit=_flag("audit", node.get("audit", False)),
+        inputs=_keys("inputs", node.get("inputs"), "hydra_cache.inputs=[data.path]"),
+        input_mode=_choice(
+            "input_mode",
+            node.get("input_mode", "stat"),
+            INPUT_MODES,  # type: ignore[arg-type]
+            "sha256",
+        ),
+        code=_code(node.get("code", "off")),
+        code_modules=_modules(node.get("code_modules")),
     )
 
 
@@ -69,12 +105,16 @@ def _root(value: Any) -> str | None:
 
 
 def _exclude(value: Any) -> tuple[str, ...]:
+    return _keys("exclude", value, "hydra_cache.exclude=[data.num_workers]")
+
+
+def _keys(name: str, value: Any, example: str) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, str) or not isinstance(value, (list, tuple)):
         raise ConfigError(
-            f"hydra_cache.exclude must be a list of dotted keys, not {value!r}; "
-            "fix: write e.g. hydra_cache.exclude=[data.num_workers]"
+            f"hydra_cache.{name} must be a list of dotted keys, not {value!r}; "
+            f"fix: write e.g. {example}"
         )
     keys: list[str] = []
     for item in value:
@@ -87,7 +127,7 @@ def _exclude(value: Any) -> tuple[str, ...]:
             or ".." in item
         ):
             raise ConfigError(
-                f"hydra_cache.exclude entry {item!r} is not an absolute dotted key; "
+                f"hydra_cache.{name} entry {item!r} is not an absolute dotted key; "
                 "fix: write it like data.num_workers"
             )
         keys.append(item)
@@ -119,3 +159,33 @@ def _flag(name: str, value: Any) -> bool:
             f"fix: e.g. hydra_cache.{name}=true"
         )
     return value
+
+
+def _code(value: Any) -> tuple[tuple[str, str], ...]:
+    """``off|module|function`` for every namespace, or a mapping namespace -> mode."""
+    pairs = list(value.items()) if isinstance(value, Mapping) else [("*", value)]
+    for namespace, mode in pairs:
+        where = "hydra_cache.code" if namespace == "*" else f"hydra_cache.code.{namespace}"
+        if mode not in CODE_MODES:
+            raise ConfigError(
+                f"{where} must be one of {', '.join(CODE_MODES)}, not {mode!r}; "
+                "fix: e.g. hydra_cache.code=function or hydra_cache.code={data: module}"
+            )
+    return tuple((str(namespace), str(mode)) for namespace, mode in pairs)
+
+
+def _modules(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if (
+        isinstance(value, str)
+        or not isinstance(value, (list, tuple))
+        or not all(
+            isinstance(v, str) and v and all(p.isidentifier() for p in v.split(".")) for v in value
+        )
+    ):
+        raise ConfigError(
+            f"hydra_cache.code_modules must be a list of module names, not {value!r}; "
+            "fix: write e.g. hydra_cache.code_modules=[mypkg.preprocess]"
+        )
+    return tuple(value)

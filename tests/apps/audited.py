@@ -1,0 +1,34 @@
+"""A real Hydra app whose build may read a value outside its key (for the audit tests).
+
+$READ_SEED=1: the build reads train.seed (not hashed). $READ_AFTER=1: the task reads
+train.seed after the build (outside it). $TO_CONTAINER=1: the build reads all of ``train``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from hydra_cache import CacheEntry
+
+
+@hydra.main(version_base="1.3", config_path=None, config_name="config")
+def main(cfg: DictConfig) -> None:
+    def build(staging: Path) -> None:
+        seed = cfg.train.seed if os.environ.get("READ_SEED") else 0
+        if os.environ.get("TO_CONTAINER"):
+            OmegaConf.to_container(cfg.train)
+        (staging / "arrays.txt").write_text(f"{cfg.data.resize} {cfg.data.normalize} {seed}")
+
+    entry = CacheEntry(cfg.data.cache_dir)
+    entry.get_or_build(build)
+    print(f"ENTRY {entry.last_outcome}")
+    if os.environ.get("READ_AFTER"):
+        print(f"SEED {cfg.train.seed}")
+
+
+if __name__ == "__main__":
+    main()
