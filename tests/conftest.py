@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,27 @@ def private_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def cache_root(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path / "cache-root"
+
+
+@contextmanager
+def unwritable(folder: Path) -> Iterator[None]:
+    """Make ``folder`` unwritable even for root (chattr +i), or skip the test."""
+    folder.mkdir(parents=True, exist_ok=True)
+    immutable = (
+        subprocess.run(["chattr", "+i", str(folder)], capture_output=True, check=False).returncode
+        == 0
+    )
+    if not immutable:
+        folder.chmod(0o555)
+        if os.access(folder, os.W_OK):
+            folder.chmod(0o755)
+            pytest.skip("cannot make a folder unwritable here")
+    try:
+        yield
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(folder)], capture_output=True, check=False)
+        folder.chmod(0o755)
 
 
 def entries(root: Path) -> list[Path]:

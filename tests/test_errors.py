@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import clean_env, run_probe, write_config
+from conftest import clean_env, run_probe, unwritable, write_config
 
 BASE = """
 data:
@@ -131,21 +129,10 @@ def test_bad_input_gives_one_line_naming_the_key_and_the_fix(
 def test_unwritable_root_is_refused_before_anything_is_written(tmp_path: Path) -> None:
     conf = write_config(tmp_path / "conf", {"config.yaml": BASE})
     root = tmp_path / "locked"
-    root.mkdir()
-    if (
-        subprocess.run(["chattr", "+i", str(root)], capture_output=True, check=False).returncode
-        != 0
-    ):
-        root.chmod(0o555)
-        if os.access(root, os.W_OK):
-            pytest.skip("cannot make a folder unwritable here (root without chattr)")
-    try:
+    with unwritable(root):
         done = run_probe(
             conf, tmp_path, "hydra.run.dir=run", root=root / "cache", env=clean_env(PROBE_BUILD="1")
         )
-    finally:
-        subprocess.run(["chattr", "-i", str(root)], capture_output=True, check=False)
-        root.chmod(0o755)
     assert done.returncode == 1
     line = _error_line(done.stderr)
     assert re.search(

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from conftest import report, write_config
+from conftest import report, unwritable, write_config
 from hydra_cache.cli import main
 
 BASE = "data:\n  resize: 8\n  cache_dir: ${cache_dir:}\n"
@@ -361,21 +360,10 @@ def test_unwritable_root(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     locked = tmp_path / "locked"
-    locked.mkdir()
-    if (
-        subprocess.run(["chattr", "+i", str(locked)], capture_output=True, check=False).returncode
-        != 0
-    ):
-        locked.chmod(0o555)
-        if os.access(locked, os.W_OK):
-            pytest.skip("cannot make a folder unwritable here")
-    try:
+    with unwritable(locked):
         monkeypatch.setenv("HYDRA_CACHE_ROOT", str(locked / "cache"))
         conf = write_config(tmp_path / "conf", {"config.yaml": BASE})
         code, out, err = run_cli(["keys", "-cd", str(conf)], capsys)
-    finally:
-        subprocess.run(["chattr", "-i", str(locked)], capture_output=True, check=False)
-        locked.chmod(0o755)
     assert_one_line(code, out, err, r"\$HYDRA_CACHE_ROOT: cache root .* is not writable")
 
 

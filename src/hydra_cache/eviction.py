@@ -37,20 +37,24 @@ class Found:
     metadata: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
+def namespaces(root: Path, only: str | None = None) -> list[os.DirEntry[str]]:
+    """The namespace folders of a root (never hydra-cache's own, never a symlink)."""
+    try:
+        return [
+            d
+            for d in os.scandir(root)
+            if not d.name.startswith(".")
+            and d.is_dir(follow_symlinks=False)
+            and only in (None, d.name)
+        ]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
 def scan(root: Path, namespace: str | None = None) -> list[Found]:
     """Every published entry of a root (symlinked namespaces or entries are skipped)."""
     found: list[Found] = []
-    try:
-        spaces = [
-            d
-            for d in os.scandir(root)
-            if not d.name.startswith(".") and d.is_dir(follow_symlinks=False)
-        ]
-    except (FileNotFoundError, NotADirectoryError):
-        return found
-    for space in spaces:
-        if namespace is not None and space.name != namespace:
-            continue
+    for space in namespaces(root, namespace):
         for item in os.scandir(space.path):
             if item.name.startswith(".") or not item.is_dir(follow_symlinks=False):
                 continue
@@ -147,17 +151,7 @@ def orphans(root: Path, grace: float, namespace: str | None = None) -> list[Orph
     """Leftovers older than ``grace`` whose owner is gone (never a live build's)."""
     now = time.time()
     found: list[Orphan] = []
-    try:
-        spaces = [
-            d
-            for d in os.scandir(root)
-            if not d.name.startswith(".") and d.is_dir(follow_symlinks=False)
-        ]
-    except (FileNotFoundError, NotADirectoryError):
-        return found
-    for space in spaces:
-        if namespace is not None and space.name != namespace:
-            continue
+    for space in namespaces(root, namespace):
         names = {item.name for item in os.scandir(space.path)}
         for name in sorted(names):
             if not name.startswith(".") and not (
