@@ -249,7 +249,7 @@ def derive_calls(monkeypatch: pytest.MonkeyPatch, cache_root: Path) -> list[obje
     real = resolver.derive
 
     def counting(*args: Any, **kwargs: Any) -> Any:
-        calls.append(args)
+        calls.append(None)  # count only: keep no reference to the config
         return real(*args, **kwargs)
 
     monkeypatch.setattr(resolver, "derive", counting)
@@ -319,3 +319,19 @@ def test_a_per_run_value_in_a_hashed_node_is_named_in_a_warning(
             r"its key changes on every run",
             done.stdout + done.stderr,
         ), key
+
+
+def test_the_memo_lives_and_dies_with_its_config(derive_calls: list[object]) -> None:
+    import gc
+    import pickle
+    import weakref
+
+    cfg = _memo_config()
+    path = cfg.data.cache_dir
+    copied = pickle.loads(pickle.dumps(cfg))
+    assert len(pickle.dumps(cfg)) < 2 * len(pickle.dumps(_memo_config()))
+    assert copied.data.cache_dir == path and len(derive_calls) == 2  # re-derived, not carried
+    alive = weakref.ref(cfg)
+    del cfg, copied
+    gc.collect()
+    assert alive() is None, "a resolved config must not be kept alive by the memo"

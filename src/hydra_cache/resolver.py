@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,8 +77,21 @@ class ResolvedCacheDir:
         )
 
 
-# id(root config) -> (weak reference to it, {(id(holding node), args): ResolvedCacheDir})
-_memo: dict[int, tuple[weakref.ref[Container], dict[tuple[int, tuple[Any, ...]], Any]]] = {}
+_MEMO_ATTRIBUTE = "_hydra_cache_memo"
+
+
+class _Memo(dict):  # type: ignore[type-arg]
+    """(id(holding node), args) -> ResolvedCacheDir, kept on the root config object itself.
+
+    Kept there, it lives and dies with the config (a module-level table would keep every config
+    alive through the nodes its snapshots hold). OmegaConf's deep copy does not copy it, and it
+    pickles empty, so a config sent to a sweep worker carries no memo and no node references.
+    """
+
+    def __reduce__(self) -> tuple[type, tuple[()]]:
+        return (_Memo, ())
+
+
 _checked_roots: set[str] = set()
 _announced: set[tuple[str, ...]] = set()
 
@@ -163,13 +175,10 @@ def _cache_dir_nodes(cfg: Container) -> list[Node]:
 
 
 def _memo_of(root: Container) -> dict[tuple[int, tuple[Any, ...]], Any]:
-    slot = _memo.get(id(root))
-    if slot is not None and slot[0]() is root:
-        return slot[1]
-    table: dict[tuple[int, tuple[Any, ...]], Any] = {}
-    ident = id(root)
-    _memo[ident] = (weakref.ref(root, lambda _ref: _memo.pop(ident, None)), table)
-    return table
+    memo = root.__dict__.get(_MEMO_ATTRIBUTE)
+    if memo is None:
+        memo = root.__dict__[_MEMO_ATTRIBUTE] = _Memo()
+    return memo
 
 
 def _environment() -> tuple[str | None, ...]:
