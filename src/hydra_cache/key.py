@@ -423,23 +423,31 @@ class _Walker:
         check = path in self.exclude_parents
         if type(content) is dict:
             out: dict[str, Any] = {}
+            nodes_append, raws_append, plain = nodes.append, raws.append, _PLAIN
             for key, child in content.items():
                 name = key if type(key) is str else _key_name(key)
-                child_secret = secret or is_secret_name(name)
-                if type(child) not in _CONTAINERS and not check and not child_secret:
+                if secret or check or type(child) in _CONTAINERS or is_secret_name(name):
+                    slow = True
+                else:  # the common case, inlined: a plain value of an untouched leaf
                     raw = child.__dict__["_val"]
                     kind = type(raw)
-                    if kind is str and "${" in raw:
-                        value = self._special(child, raw, child_path(path, name), False)
-                        if value is not _SKIP:
-                            out[name] = value
-                        continue
-                    if kind in _PLAIN and raw != "???":
-                        nodes.append(child)
-                        raws.append(raw)
+                    if kind is str:
+                        if "${" in raw:
+                            value = self._special(child, raw, child_path(path, name), False)
+                            if value is not _SKIP:
+                                out[name] = value
+                            continue
+                        slow = raw == "???"
+                    else:
+                        slow = kind not in plain
+                    if not slow:
+                        nodes_append(child)
+                        raws_append(raw)
                         out[name] = raw
                         continue
-                value = self.walk(child, child_path(path, name), secret=child_secret)
+                value = self.walk(
+                    child, child_path(path, name), secret=secret or is_secret_name(name)
+                )
                 if value is not _SKIP:
                     out[name] = value
             return out
