@@ -30,6 +30,20 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+BUILDER = TESTS / "apps" / "builder.py"
+
+
+def spawn(script: Path, *args: str) -> subprocess.Popen[str]:
+    """Start a helper script (a builder, a racer) as a real process, output captured."""
+    return subprocess.Popen(
+        [sys.executable, str(script), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+    )
+
+
 def run(
     args: list[str], *, cwd: Path, env: dict[str, str] | None = None, timeout: float = 180
 ) -> subprocess.CompletedProcess[str]:

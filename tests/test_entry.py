@@ -11,21 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TESTS, clean_env
+from conftest import BUILDER, spawn
 from hydra_cache import CacheEntry
 from hydra_cache.entry import METADATA_NAME
-
-BUILDER = TESTS / "apps" / "builder.py"
-
-
-def start_builder(path: Path, log: Path, *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, str(BUILDER), str(path), str(log), *extra],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=clean_env(),
-    )
 
 
 def finish(process: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str, str]:
@@ -116,7 +104,7 @@ def test_a_failing_build_leaves_nothing_and_propagates(tmp_path: Path) -> None:
 def test_a_hit_never_takes_the_lock(tmp_path: Path) -> None:
     path = tmp_path / "ns" / "bbbbbbbbbbbbbbbb"
     CacheEntry(path).get_or_build(lambda s: (s / "v").write_text("1"))
-    holder = start_builder(tmp_path / "ns" / "other", tmp_path / "log", "--sleep", "0")
+    holder = spawn(BUILDER, str(tmp_path / "ns" / "other"), str(tmp_path / "log"), "--sleep", "0")
     finish(holder)
     # Hold the lock of the ready entry from another process, then hit it.
     script = (
@@ -138,7 +126,8 @@ def test_a_hit_never_takes_the_lock(tmp_path: Path) -> None:
 def test_eight_processes_race_one_builds_all_reuse(tmp_path: Path) -> None:
     path, log, start = tmp_path / "ns" / "cccccccccccccccc", tmp_path / "log", tmp_path / "go"
     racers = [
-        start_builder(path, log, "--start-file", str(start), "--sleep", "0.05") for _ in range(8)
+        spawn(BUILDER, str(path), str(log), "--start-file", str(start), "--sleep", "0.05")
+        for _ in range(8)
     ]
     time.sleep(1.0)  # let every interpreter reach the start line
     start.touch()
@@ -156,11 +145,11 @@ def test_sigkill_at_any_point_leaves_nothing_ready_and_next_call_rebuilds(
     point: str, tmp_path: Path
 ) -> None:
     path, log = tmp_path / "ns" / "dddddddddddddddd", tmp_path / "log"
-    code, _, _ = finish(start_builder(path, log, "--kill-at", point))
+    code, _, _ = finish(spawn(BUILDER, str(path), str(log), "--kill-at", point))
     assert code == -9
     assert not CacheEntry(path).ready and not path.exists()
     assert leftovers(path), "the killed build should have left its staging folder"
-    code, out, err = finish(start_builder(path, log))
+    code, out, err = finish(spawn(BUILDER, str(path), str(log)))
     assert code == 0, err
     assert out.split()[-1] == "built" and len(builds(log)) == 2
     assert assert_whole(path) == int(builds(log)[1])
@@ -173,7 +162,16 @@ def test_without_a_working_flock_racers_never_publish_a_mixed_entry(
 ) -> None:
     path, log, start = tmp_path / "ns" / "eeeeeeeeeeeeeeee", tmp_path / "log", tmp_path / "go"
     racers = [
-        start_builder(path, log, "--noop-flock", "--start-file", str(start), "--sleep", "0.02")
+        spawn(
+            BUILDER,
+            str(path),
+            str(log),
+            "--noop-flock",
+            "--start-file",
+            str(start),
+            "--sleep",
+            "0.02",
+        )
         for _ in range(8)
     ]
     time.sleep(1.0)
@@ -188,12 +186,12 @@ def test_without_a_working_flock_racers_never_publish_a_mixed_entry(
 
 def test_waiter_says_whom_it_waits_for_and_can_time_out(tmp_path: Path) -> None:
     path, log = tmp_path / "ns" / "ffffffffffffffff", tmp_path / "log"
-    holder = start_builder(path, log, "--files", "4", "--sleep", "1")
+    holder = spawn(BUILDER, str(path), str(log), "--files", "4", "--sleep", "1")
     deadline = time.time() + 30
     while not builds(log) and time.time() < deadline:
         time.sleep(0.05)
-    impatient = finish(start_builder(path, log, "--timeout", "0.5"))
-    waiter = finish(start_builder(path, log, "--log-interval", "0.5"))
+    impatient = finish(spawn(BUILDER, str(path), str(log), "--timeout", "0.5"))
+    waiter = finish(spawn(BUILDER, str(path), str(log), "--log-interval", "0.5"))
     code, _, _ = finish(holder)
     assert code == 0
     assert impatient[0] == 1 and "LockTimeout" in impatient[2]

@@ -6,14 +6,13 @@ import json
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import TESTS, clean_env, run, run_probe, write_config
+from conftest import BUILDER, clean_env, run, run_probe, spawn, write_config
 
 CONF = {
     "config.yaml": """
@@ -112,19 +111,9 @@ def test_d_evicted_by_gc(conf: Path, tmp_path: Path, cache_root: Path) -> None:
     assert "max size 0" in found["summary"]
 
 
-def _builder(path: str, log: Path, *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, str(TESTS / "apps" / "builder.py"), path, str(log), *extra],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=clean_env(),
-    )
-
-
 def test_e_torn_after_a_sigkill(conf: Path, tmp_path: Path, cache_root: Path) -> None:
     path = keys(conf, tmp_path, cache_root)["path"]
-    killed = _builder(path, tmp_path / "log", "--kill-at", "build")
+    killed = spawn(BUILDER, path, tmp_path / "log", "--kill-at", "build")
     killed.communicate(timeout=60)
     assert killed.returncode == -signal.SIGKILL
     found = why(conf, tmp_path, cache_root)
@@ -136,7 +125,7 @@ def test_e_torn_after_a_sigkill(conf: Path, tmp_path: Path, cache_root: Path) ->
 def test_f_building_now(conf: Path, tmp_path: Path, cache_root: Path) -> None:
     path = keys(conf, tmp_path, cache_root)["path"]
     log = tmp_path / "log"
-    slow = _builder(path, log, "--files", "3", "--sleep", "3")
+    slow = spawn(BUILDER, path, log, "--files", "3", "--sleep", "3")
     try:
         deadline = time.time() + 30
         while not (log.exists() and log.read_text()) and time.time() < deadline:

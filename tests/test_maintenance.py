@@ -12,14 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TESTS, clean_env, run
+from conftest import BUILDER, clean_env, run, spawn
 from hydra_cache import CacheEntry, journal
 from hydra_cache.entry import METADATA_NAME
 from hydra_cache.errors import UnsafePathError
 from hydra_cache.explain import explain
 from test_reliability import check_whole
-
-BUILDER = TESTS / "apps" / "builder.py"
 
 
 def make(root: Path, key: str, *, ns: str = "ns", age: float = 0.0, size: int = 10) -> Path:
@@ -33,16 +31,6 @@ def make(root: Path, key: str, *, ns: str = "ns", age: float = 0.0, size: int = 
 
 def cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return run(["-m", "hydra_cache", *args], cwd=cwd, env=clean_env())
-
-
-def spawn(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, str(BUILDER), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=clean_env(),
-    )
 
 
 def wait_for(check: object, seconds: float = 30) -> None:
@@ -78,7 +66,7 @@ def test_gc_evicts_least_recently_used_first_and_journals_it(tmp_path: Path) -> 
 def test_gc_never_collects_an_entry_being_built_or_locked(tmp_path: Path) -> None:
     root, log = tmp_path / "root", tmp_path / "log"
     building = root / "ns" / ("e" * 16)
-    builder = spawn(str(building), str(log), "--files", "3", "--sleep", "1")
+    builder = spawn(BUILDER, str(building), str(log), "--files", "3", "--sleep", "1")
     locked = make(root, "f" * 16)
     holder = subprocess.Popen(
         [
@@ -126,7 +114,7 @@ def test_gc_never_follows_a_symlink_out_of_the_root(tmp_path: Path) -> None:
 def test_gc_clears_dead_builds_leftovers_after_the_grace_period(tmp_path: Path) -> None:
     root, log = tmp_path / "root", tmp_path / "log"
     killed = root / "ns" / ("4" * 16)
-    done = spawn(str(killed), str(log), "--kill-at", "build")
+    done = spawn(BUILDER, str(killed), str(log), "--kill-at", "build")
     done.communicate(timeout=60)
     assert done.returncode == -signal.SIGKILL and CacheEntry(killed).leftovers()
     young = cli(tmp_path, "gc", "--root", str(root), "--older-than", "30d")
@@ -193,18 +181,19 @@ def test_verify_on_hit_rebuilds_a_damaged_entry(tmp_path: Path) -> None:
 def test_soft_locks_build_once_and_reclaim_a_dead_holder(tmp_path: Path) -> None:
     path, log, go = tmp_path / "root" / "ns" / ("6" * 16), tmp_path / "log", tmp_path / "go"
     racers = [
-        spawn(str(path), str(log), "--lock", "soft", "--start-file", str(go)) for _ in range(6)
+        spawn(BUILDER, str(path), str(log), "--lock", "soft", "--start-file", str(go))
+        for _ in range(6)
     ]
     time.sleep(0.8)
     go.touch()
     assert all(r.wait(timeout=60) == 0 for r in racers)
     assert log.read_text().count("BUILD") == 1 and check_whole(path) is None
     stale = tmp_path / "root" / "ns" / ("7" * 16)
-    killed = spawn(str(stale), str(log), "--lock", "soft", "--kill-at", "build")
+    killed = spawn(BUILDER, str(stale), str(log), "--lock", "soft", "--kill-at", "build")
     killed.communicate(timeout=60)
     assert Path(str(stale) + ".lock").exists(), "the dead holder's marker should remain"
     started = time.monotonic()
-    again = spawn(str(stale), str(log), "--lock", "soft", "--timeout", "20")
+    again = spawn(BUILDER, str(stale), str(log), "--lock", "soft", "--timeout", "20")
     _out, err = again.communicate(timeout=60)
     assert again.returncode == 0, err
     assert time.monotonic() - started < 15 and CacheEntry(stale).ready
@@ -214,7 +203,7 @@ def test_a_soft_lock_from_another_host_is_reported_with_the_way_to_clear_it(tmp_
     path = tmp_path / "root" / "ns" / ("8" * 16)
     path.parent.mkdir(parents=True)
     Path(str(path) + ".lock").write_text("4242\nfar-away-node\n123\n")
-    waiter = spawn(str(path), str(tmp_path / "log"), "--lock", "soft", "--timeout", "1")
+    waiter = spawn(BUILDER, str(path), str(tmp_path / "log"), "--lock", "soft", "--timeout", "1")
     _out, err = waiter.communicate(timeout=60)
     assert waiter.returncode == 1
     assert "far-away-node:4242" in err and f"remove {path}.lock" in err
@@ -222,7 +211,7 @@ def test_a_soft_lock_from_another_host_is_reported_with_the_way_to_clear_it(tmp_
 
 def test_auto_falls_back_to_soft_locks_without_flock(tmp_path: Path) -> None:
     path, log = tmp_path / "root" / "ns" / ("9" * 16), tmp_path / "log"
-    done = spawn(str(path), str(log), "--flock-enosys")
+    done = spawn(BUILDER, str(path), str(log), "--flock-enosys")
     _out, err = done.communicate(timeout=60)
     assert done.returncode == 0, err
     assert "flock is not supported under" in err and "using soft (marker file) locks" in err

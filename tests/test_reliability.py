@@ -15,22 +15,11 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import TESTS, clean_env, report
+from conftest import BUILDER, TESTS, clean_env, report, spawn
 from hydra_cache import CacheEntry, integrity
 from hydra_cache.entry import METADATA_NAME
 
-BUILDER = TESTS / "apps" / "builder.py"
 RACER = TESTS / "apps" / "racer.py"
-
-
-def spawn(script: Path, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, str(script), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=clean_env(),
-    )
 
 
 def check_whole(path: Path) -> str | None:
