@@ -24,7 +24,7 @@ from omegaconf import Container, Node, OmegaConf
 from omegaconf._utils import split_key
 from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
-from hydra_cache import codeprint, inputs, registry
+from hydra_cache import registry
 from hydra_cache.errors import ConfigError
 from hydra_cache.key import (
     DerivedKey,
@@ -291,6 +291,10 @@ def _with_inputs_and_code(
     extra: dict[str, Any] = {}
     shown: dict[str, dict[str, Any]] = {}
     inside = [key for key in settings.inputs if _inside(key, nodes)]
+    if not inside and settings.code_mode(namespace) == "off" and not settings.code_modules:
+        return derived, None
+    from hydra_cache import codeprint, inputs  # only when configured: plugin import stays light
+
     if inside:
         base = _launch_dir()
         digests = {}

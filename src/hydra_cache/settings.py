@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -64,6 +63,8 @@ def parse_settings(node: Mapping[str, Any] | None) -> Settings:
         )
     for name in node:
         if name not in KNOWN_SETTINGS:
+            import difflib
+
             close = difflib.get_close_matches(str(name), KNOWN_SETTINGS, n=1)
             hint = (
                 f"did you mean hydra_cache.{close[0]}?"
