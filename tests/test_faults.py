@@ -96,20 +96,20 @@ def test_a_failure_at_every_call_of_every_publish_step(
     )
 
 
-class FullDisk:
-    """A file opened for writing whose writes fail: the disk filled up mid-write."""
+class FailingFile:
+    """A file opened for writing whose writes fail (a full disk, an I/O error)."""
 
-    def __init__(self, handle: Any) -> None:
-        self.handle = handle
+    def __init__(self, handle: Any, error: int) -> None:
+        self.handle, self.error = handle, error
 
-    def __enter__(self) -> FullDisk:
+    def __enter__(self) -> FailingFile:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.handle.close()
 
     def write(self, text: str) -> int:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        raise OSError(self.error, os.strerror(self.error))
 
     def flush(self) -> None:
         self.handle.flush()
@@ -118,19 +118,21 @@ class FullDisk:
         return int(self.handle.fileno())
 
 
+@pytest.mark.parametrize("error", ERRORS, ids=[errno.errorcode[e] for e in ERRORS])
 def test_a_failed_write_of_the_metadata_leaves_a_miss(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    error: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real_open = open
 
     def failing_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
         handle = real_open(file, mode, *args, **kwargs)
-        return FullDisk(handle) if "w" in mode else handle
+        return FailingFile(handle, error) if "w" in mode else handle
 
     path = tmp_path / "root" / "ns" / "0000000000000001"
     monkeypatch.setattr(hydra_cache.entry, "open", failing_open, raising=False)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(OSError) as raised:
         CacheEntry(path).get_or_build(build)
+    assert raised.value.errno == error
     monkeypatch.undo()
     assert miss_or_valid(path) == "miss" and not CacheEntry(path).leftovers()
     CacheEntry(path).get_or_build(build)
