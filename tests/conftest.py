@@ -102,6 +102,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Read at import time by the Hypothesis state machine, whose settings are class-level.
+    os.environ["HYDRA_CACHE_TEST_STRESS"] = str(max(1, int(config.getoption("--stress"))))
+
+
 @pytest.fixture
 def stress(request: pytest.FixtureRequest) -> int:
     """How many times the default trial counts to run (``pytest --stress 10``)."""

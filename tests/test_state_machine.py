@@ -132,4 +132,8 @@ class CacheMachine(RuleBasedStateMachine):
 
 
 TestCacheMachine = CacheMachine.TestCase
-TestCacheMachine.settings = settings(max_examples=25, stateful_step_count=20, deadline=None)
+TestCacheMachine.settings = settings(
+    max_examples=25 * int(os.environ.get("HYDRA_CACHE_TEST_STRESS", "1")),
+    stateful_step_count=20,
+    deadline=None,
+)
