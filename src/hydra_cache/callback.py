@@ -115,7 +115,7 @@ class ManifestCallback(Callback):
     def _record(self, item: ResolvedCacheDir) -> dict[str, Any]:
         info = registry.lookup(item.path)
         explanation = explain(item.path, info)
-        status = CacheEntry(item.path).state().status
+        status = explanation.evidence["status"]  # explain read the entry's state already
         return {
             "config_key": item.config_key,
             "namespace": item.namespace,
