@@ -28,7 +28,7 @@ from hydra_cache import journal
 from hydra_cache.entry import METADATA_NAME, CacheEntry, EntryState
 from hydra_cache.key import REDACTED, child_path
 from hydra_cache.registry import EntryInfo
-from hydra_cache.units import human_size
+from hydra_cache.units import human_duration, human_size
 
 
 @dataclass(frozen=True)
@@ -234,17 +234,6 @@ def explain(path: str | Path, info: EntryInfo | None = None) -> Explanation:
 Finding = tuple[str, str, tuple[str, ...]]
 
 
-def _age(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} days"
-
-
 def _building(target: Path, state: EntryState, evidence: dict[str, Any]) -> Finding | None:
     if state.status != "building" or state.holder is None:
         return None
@@ -254,7 +243,7 @@ def _building(target: Path, state: EntryState, evidence: dict[str, Any]) -> Find
     return (
         "building",
         f"building now: {holder.get('host')}:{holder.get('pid')} has been "
-        f"building {target} for {_age(age)}",
+        f"building {target} for {human_duration(max(0.0, age))}",
         ("it will be reused when published; waiters poll for it",),
     )
 
@@ -268,7 +257,7 @@ def _torn(target: Path, state: EntryState, evidence: dict[str, Any]) -> Finding 
     how = "was killed" if first.alive is False else "on another host did not finish"
     return (
         "torn",
-        f"torn: a build by {first.host}:{first.pid} {how} {_age(first.age_seconds)} "
+        f"torn: a build by {first.host}:{first.pid} {how} {human_duration(max(0.0, first.age_seconds))} "
         f"ago and left {target.parent / first.name}",
         ("the next build removes its leftovers and rebuilds the entry",),
     )
