@@ -243,7 +243,7 @@ def _building(target: Path, state: EntryState, evidence: dict[str, Any]) -> Find
     return (
         "building",
         f"building now: {holder.get('host')}:{holder.get('pid')} has been "
-        f"building {target} for {human_duration(max(0.0, age))}",
+        f"building {target} for {human_duration(age)}",
         ("it will be reused when published; waiters poll for it",),
     )
 
@@ -257,7 +257,7 @@ def _torn(target: Path, state: EntryState, evidence: dict[str, Any]) -> Finding 
     how = "was killed" if first.alive is False else "on another host did not finish"
     return (
         "torn",
-        f"torn: a build by {first.host}:{first.pid} {how} {human_duration(max(0.0, first.age_seconds))} "
+        f"torn: a build by {first.host}:{first.pid} {how} {human_duration(first.age_seconds)} "
         f"ago and left {target.parent / first.name}",
         ("the next build removes its leftovers and rebuilds the entry",),
     )

@@ -38,6 +38,7 @@ def human_size(size: float) -> str:
 
 
 def human_duration(seconds: float) -> str:
+    seconds = max(0.0, seconds)  # clocks of two hosts can disagree a little
     if seconds < 0.1:
         return "<0.1 s"
     if seconds < 60:
