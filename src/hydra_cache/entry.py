@@ -457,12 +457,14 @@ class CacheEntry:
         for item in scan:
             if not item.name.startswith(prefix):
                 continue
-            try:
-                host, pid_text, _token = item.name[len(prefix) :].rsplit(".", 2)
-                pid = int(pid_text)
-                age = now - item.stat(follow_symlinks=False).st_mtime
-            except (ValueError, OSError):
+            creator = staging_creator(item.name)
+            if creator is None:
                 continue
+            try:
+                age = now - item.stat(follow_symlinks=False).st_mtime
+            except OSError:
+                continue
+            host, pid = creator
             found.append(Leftover(item.name, host, pid, process_alive(host, pid), age))
         return found
 
@@ -472,6 +474,17 @@ class CacheEntry:
             if item.alive is False:
                 log.info("removing %s, left by a killed build (pid %d)", item.name, item.pid)
                 shutil.rmtree(self.path.parent / item.name, ignore_errors=True)
+
+
+def staging_creator(name: str) -> tuple[str, int] | None:
+    """Host and pid of the builder of a staging folder ``.<key>.staging.<host>.<pid>.<x>``."""
+    if not name.startswith(".") or STAGING_INFIX not in name:
+        return None
+    try:
+        host, pid, _token = name.split(STAGING_INFIX, 1)[1].rsplit(".", 2)
+        return host, int(pid)
+    except ValueError:
+        return None
 
 
 def _fsync(path: str | Path) -> None:

@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from hydra_cache import journal
-from hydra_cache.entry import LOCK_SUFFIX, METADATA_NAME, STAGING_INFIX, CacheEntry
+from hydra_cache.entry import (
+    LOCK_SUFFIX,
+    METADATA_NAME,
+    STAGING_INFIX,
+    CacheEntry,
+    staging_creator,
+)
 from hydra_cache.liveness import process_alive
 from hydra_cache.locking import EntryLock, read_regular
 
@@ -173,11 +179,8 @@ def orphans(root: Path, grace: float, namespace: str | None = None) -> list[Orph
 
 def _orphan_kind(name: str, siblings: set[str], full: Path) -> str | None:
     if STAGING_INFIX in name and name.startswith("."):
-        try:
-            host, pid, _token = name.split(STAGING_INFIX, 1)[1].rsplit(".", 2)
-            alive = process_alive(host, int(pid))
-        except ValueError:
-            alive = None
+        creator = staging_creator(name)
+        alive = process_alive(*creator) if creator else None
         return None if alive else "staging folder of a dead build"
     if name.startswith(".") and (".aside." in name or ".evicting." in name):
         return "moved-aside copy"
