@@ -92,8 +92,9 @@ class CacheEntry:
     ) -> None:
         self.path = Path(path)
         self.lock_path = self.path.with_name(self.path.name + LOCK_SUFFIX)
-        info = registry.lookup(str(self.path))
-        self.lock_mode: LockMode = lock or (info.lock_mode if info else "auto")
+        #: How the resolver derived this path (None for a path made by hand).
+        self.info = registry.lookup(str(self.path))
+        self.lock_mode: LockMode = lock or (self.info.lock_mode if self.info else "auto")
         self.verify_on_hit = verify_on_hit
         self.wait_log_interval = wait_log_interval
         self._visibility_patience = visibility_patience
@@ -112,8 +113,7 @@ class CacheEntry:
 
     @property
     def root(self) -> Path:
-        info = registry.lookup(str(self.path))
-        return Path(info.root) if info else self.path.parent.parent
+        return Path(self.info.root) if self.info else self.path.parent.parent
 
     @property
     def ready(self) -> bool:
@@ -157,8 +157,7 @@ class CacheEntry:
         """
         if self._hit():
             return self.path
-        info = registry.lookup(str(self.path))
-        ensure_root(self.root, shared=bool(info and info.shared))
+        ensure_root(self.root, shared=bool(self.info and self.info.shared))
         self.path.parent.mkdir(parents=True, exist_ok=True)
         lock = EntryLock(self.lock_path, self.lock_mode, str(self.path))
         if not self._wait_for_lock(lock, timeout):
@@ -266,7 +265,7 @@ class CacheEntry:
         self, build: Callable[[Path], object], staging: Path, audit: bool | None
     ) -> list[str] | None:
         """Run the build, recording its config reads when the audit is on."""
-        info = registry.lookup(str(self.path))
+        info = self.info
         if not (audit if audit is not None else bool(info and info.audit)):
             build(staging)
             return None
@@ -342,7 +341,7 @@ class CacheEntry:
         for name, record in files.items():
             if "symlink" not in record:
                 _fsync(staging / name)
-        info = registry.lookup(str(self.path))
+        info = self.info
         from hydra_cache import __version__
 
         metadata: dict[str, Any] = {
