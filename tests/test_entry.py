@@ -222,3 +222,5 @@ def test_a_hit_refreshes_the_last_used_mark_at_most_once_a_minute(tmp_path: Path
     os.utime(metadata, (refreshed - 30, refreshed - 30))  # used 30 s ago: leave it alone
     CacheEntry(path).get_or_build(lambda s: None)
     assert metadata.stat().st_mtime == refreshed - 30
+    journal = tmp_path / ".hydra-cache" / "journal.jsonl"
+    assert journal.read_text().count("\n") == 1, "hits must not be journaled, only the publish"

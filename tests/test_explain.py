@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from conftest import BUILDER, clean_env, run, run_probe, spawn, write_config
+from hydra_cache import journal
 
 CONF = {
     "config.yaml": """
@@ -83,6 +84,9 @@ def test_b_key_changed_shows_the_leaf_diff_and_the_run(
     conf: Path, tmp_path: Path, cache_root: Path
 ) -> None:
     run_dir = build(conf, tmp_path, cache_root)
+    (published,) = journal.records(cache_root)
+    assert published["event"] == "publish" and published["run_dir"] == str(run_dir)
+    assert published["time"] and published["host"] and published["pid"] > 0
     found = why(conf, tmp_path, cache_root, "data.resize=4", "data.normalize=minmax")
     assert found["kind"] == "key-changed"
     assert found["summary"].startswith("key changed: 2 hashed values differ from the nearest")
