@@ -125,6 +125,10 @@ class ManifestCallback(Callback):
             "root_source": item.root.source,
             "path": item.path,
             "payload": item.derived.redacted_payload(),
+            "upstreams": [
+                {"config_key": up["config_key"], "namespace": up["namespace"], "key": up["key"]}
+                for up in (info.upstreams if info else ())
+            ],
             "status_at_start": status,
             "explanation": {
                 "kind": explanation.kind,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra_cache.entry import CacheEntry
-from hydra_cache.explain import LeafChange, leaf_diff, payload_leaves
+from hydra_cache.key.leafdiff import LeafChange, leaf_diff, payload_leaves
 from hydra_cache.units import human_duration, human_size
 
 MARKER = "<!-- hydra-cache-diff -->"

@@ -365,6 +365,7 @@ class CacheEntry:
             "size_bytes": sum(f["size"] for f in files.values()),
             "files": files,
             "inputs": info.inputs if info else None,
+            "upstreams": list(info.upstreams) if info else [],
             "audit": None if uncovered is None else {"uncovered": uncovered},
         }
         temporary = staging / (METADATA_NAME + ".tmp")

@@ -26,27 +26,17 @@ from typing import Any
 
 from hydra_cache import journal
 from hydra_cache.entry import METADATA_NAME, CacheEntry, EntryState
-from hydra_cache.key import REDACTED, child_path
+from hydra_cache.key.leafdiff import (
+    CODE_PREFIX,
+    INPUT_PREFIX,
+    LeafChange,
+    leaf_diff,
+    root_causes,
+    schema_of,
+    upstream_records,
+)
 from hydra_cache.registry import EntryInfo
 from hydra_cache.units import human_duration, human_size
-
-
-@dataclass(frozen=True)
-class LeafChange:
-    """One hashed value that differs between two payloads."""
-
-    key: str
-    old: Any
-    new: Any
-    #: "changed", "added" (only in the new payload) or "removed" (only in the old one).
-    kind: str = "changed"
-
-    def __str__(self) -> str:
-        if self.kind == "added":
-            return f"{self.key}: (absent) -> {_show(self.new)}"
-        if self.kind == "removed":
-            return f"{self.key}: {_show(self.old)} -> (absent)"
-        return f"{self.key}: {_show(self.old)} -> {_show(self.new)}"
 
 
 @dataclass(frozen=True)
@@ -72,69 +62,6 @@ class Explanation:
             "details": list(self.details),
             "evidence": self.evidence,
         }
-
-
-def _show(value: Any) -> str:
-    if value == REDACTED:
-        return REDACTED
-    return json.dumps(value, ensure_ascii=False)
-
-
-def flatten(value: Any, path: str = "") -> dict[str, Any]:
-    """Dotted key -> leaf value (an empty dict or list counts as a leaf)."""
-    if isinstance(value, dict) and value:
-        return {
-            k: v
-            for name, item in value.items()
-            for k, v in flatten(item, child_path(path, name)).items()
-        }
-    if isinstance(value, list) and value:
-        return {
-            k: v
-            for index, item in enumerate(value)
-            for k, v in flatten(item, child_path(path, index)).items()
-        }
-    return {path: value}
-
-
-def leaf_diff(old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[LeafChange]:
-    """Leaf-by-leaf differences between two payloads' hashed nodes (and salts)."""
-    before = payload_leaves(old)
-    after = payload_leaves(new)
-    changes: list[LeafChange] = []
-    for key in sorted(before.keys() | after.keys()):
-        if key not in after:
-            changes.append(LeafChange(key, before[key], None, "removed"))
-        elif key not in before:
-            changes.append(LeafChange(key, None, after[key], "added"))
-        elif _typed(before[key]) != _typed(after[key]):
-            changes.append(LeafChange(key, before[key], after[key]))
-    return changes
-
-
-def _typed(value: Any) -> str:
-    return json.dumps(value, sort_keys=True)
-
-
-def payload_leaves(payload: dict[str, Any] | None) -> dict[str, Any]:
-    """Dotted key -> value of every hashed leaf of a payload: the salt, input and code
-    fingerprints included (as ``input <key>`` and ``code of <name>``)."""
-    if not payload:
-        return {}
-    leaves: dict[str, Any] = {}
-    for name, value in (payload.get("nodes") or {}).items():
-        leaves.update(flatten(value, "" if name == "." else name))
-    if payload.get("salt") is not None:
-        leaves["hydra_cache.salt"] = payload["salt"]
-    for key, digest in (payload.get("inputs") or {}).items():
-        leaves[f"{INPUT_PREFIX}{key}"] = digest
-    for name, digest in (payload.get("code") or {}).items():
-        leaves[f"{CODE_PREFIX}{name}"] = digest
-    return leaves
-
-
-INPUT_PREFIX = "input "
-CODE_PREFIX = "code of "
 
 
 def describe_change(
@@ -376,21 +303,46 @@ def _key_changed_or_never(
         "path": nearest.get("path"),
         "changes": [vars(c) for c in changes],
     }
-    shown = [describe_change(c, nearest.get("inputs"), info.inputs) for c in changes] or [
-        "no visible value differs: a redacted value or the schema changed"
-    ]
-    verb = "value differs" if len(changes) == 1 else "values differ"
-    return Explanation(
-        "key-changed",
-        f"key changed: {len(changes)} hashed {verb} from the nearest entry "
-        f"{nearest.get('key')} of {namespace} ({len(siblings)} in all)",
-        (
-            *shown,
-            f"nearest built {nearest.get('created', '?')} by run "
-            f"{nearest.get('run_dir') or 'unknown'}: {nearest.get('path')}",
-        ),
-        evidence,
+    built = (
+        f"nearest built {nearest.get('created', '?')} by run "
+        f"{nearest.get('run_dir') or 'unknown'}: {nearest.get('path')}"
     )
+    old_schema = schema_of(nearest.get("payload"))
+    new_schema = schema_of(info.payload)
+    if old_schema != new_schema:
+        return Explanation(
+            "key-changed",
+            f"key changed: hydra-cache's key schema changed ({old_schema} -> {new_schema}), "
+            f"so every key of {namespace} is new; the old entries are kept until gc",
+            (built,),
+            evidence,
+        )
+    causes = root_causes(
+        changes,
+        upstream_records(nearest.get("upstreams") or []),
+        upstream_records(list(info.upstreams)),
+    )
+    if causes:
+        evidence["upstream_causes"] = causes
+    own = [c for c in changes if c.upstreams() == ([], [])]
+    shown = [
+        *causes,
+        *(describe_change(c, nearest.get("inputs"), info.inputs) for c in own),
+    ] or ["no visible value differs: a redacted value changed"]
+    count = len(own) + len(causes)
+    if causes and not own:
+        summary = (
+            f"key changed: {causes[0]}"
+            if len(causes) == 1
+            else f"key changed: {len(causes)} upstream cache dirs changed"
+        )
+    else:
+        verb = "value differs" if count == 1 else "values differ"
+        summary = (
+            f"key changed: {count} hashed {verb} from the nearest entry "
+            f"{nearest.get('key')} of {namespace} ({len(siblings)} in all)"
+        )
+    return Explanation("key-changed", summary, (*shown, built), evidence)
 
 
 def _unix(meta: dict[str, Any]) -> float:

@@ -12,6 +12,11 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from hydra_cache.key.walk import KNOWN
+
+#: Every cache path this process derived, so keys recognise them inside plain strings.
+__all__ = ["KNOWN", "EntryInfo", "Outcome"]
+
 
 @dataclass(frozen=True)
 class EntryInfo:
@@ -29,10 +34,16 @@ class EntryInfo:
     lock_mode: Literal["auto", "flock", "soft"] = "auto"
     shared: bool = False
     audit: bool = False
-    #: Dotted keys whose reads a build may make: hashed nodes, excluded keys, cache dirs.
+    #: Dotted keys whose reads a build may make: hashed nodes, upstreams' nodes, cache dirs.
     covered: tuple[str, ...] = ()
+    #: ``hydra_cache.exclude`` patterns: reads there are not covered by the key either.
+    excluded: tuple[str, ...] = ()
     #: Per input key: path, files, bytes, modified (shown by why; not hashed).
     inputs: dict[str, dict[str, Any]] | None = None
+    #: Entries whose cache dirs hashed values derive from: config_key, key, digest.
+    upstreams: tuple[dict[str, Any], ...] = ()
+    #: The hashed nodes (absolute dotted keys).
+    nodes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ shared between unrelated configs and sweep jobs.)
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import os
 import re
@@ -21,19 +23,24 @@ from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import Container, Node, OmegaConf
-from omegaconf._utils import split_key
 from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
-from hydra_cache import registry
+from hydra_cache import _omegaconf, registry
 from hydra_cache.errors import ConfigError
 from hydra_cache.key import (
+    Context,
     DerivedKey,
+    ExcludeRules,
+    Identity,
     Snapshot,
+    Upstream,
+    all_keys,
     derive,
-    raise_if_deriving,
+    enter_entry,
     read_node,
     with_extra,
 )
+from hydra_cache.key.walk import is_deriving
 from hydra_cache.roots import ENV_ROOT, Root, check_root, select_root
 from hydra_cache.settings import Settings, parse_settings
 
@@ -60,6 +67,7 @@ class ResolvedCacheDir:
     path: str
     config_key: str
     namespace: str
+    identity: Identity
     derived: DerivedKey
     root: Root
     settings: Settings
@@ -67,13 +75,15 @@ class ResolvedCacheDir:
     environment: tuple[str | None, ...]
     #: Where the app was launched, when the root is relative to it (else None).
     launch_dir: str | None
+    #: The ``hydra_cache.inputs`` keys whose fingerprints joined this key.
+    inputs_used: tuple[str, ...] = ()
 
     def is_current(self) -> bool:
         return (
             self.environment == _environment()
             and (self.launch_dir is None or self.launch_dir == _launch_dir())
-            and self.settings_snapshot.is_current()
-            and self.derived.snapshot.is_current()
+            and self.settings_snapshot.is_current(self.identity)
+            and self.derived.snapshot.is_current(self.identity)
         )
 
 
@@ -98,28 +108,34 @@ _announced: set[tuple[str, ...]] = set()
 
 def register() -> None:
     """Register ``${cache_dir:}`` with OmegaConf. Idempotent; safe to call in every worker."""
-    OmegaConf.register_new_resolver(RESOLVER_NAME, cache_dir, replace=True, use_cache=False)
+    _omegaconf.register_resolver(RESOLVER_NAME, cache_dir)
 
 
 def cache_dir(*args: Any, _parent_: Container, _node_: Node, _root_: Container) -> str:
     """Resolve ``${cache_dir:...}`` held by ``_node_`` (whose container is ``_parent_``)."""
-    raise_if_deriving()
     if not all(isinstance(arg, str) for arg in args):
-        config_key = _node_._get_full_key(None) or RESOLVER_NAME
+        config_key = _omegaconf.full_key(_node_) or RESOLVER_NAME
         bad = next(arg for arg in args if not isinstance(arg, str))
         raise CacheDirError(
             f"{config_key}: ${{cache_dir:...}} takes dotted config keys, got {bad!r}; "
             "fix: write e.g. ${cache_dir:data} or ${cache_dir:data.preprocessing,.source}"
         )
+    if is_deriving():  # another entry's key is being derived: own, upstream or a cycle?
+        config_key = _omegaconf.full_key(_node_) or RESOLVER_NAME
+        try:
+            identity = _hashed_nodes(args, _omegaconf.full_key(_parent_))
+        except ConfigError as error:
+            raise CacheDirError(f"{config_key}: {error}") from None
+        enter_entry(identity, config_key)
     memo = _memo_of(_root_)
     memo_key = (id(_parent_), args)
     known = memo.get(memo_key)
     if known is not None and known.is_current():
         registry.remember_config(known.path, _root_)
         return str(known.path)
-    config_key = _node_._get_full_key(None) or RESOLVER_NAME
+    config_key = _omegaconf.full_key(_node_) or RESOLVER_NAME
     try:
-        resolved = _resolve(args, _parent_, _node_, _root_, config_key)
+        resolved = _resolve(args, _parent_, _root_, config_key)
     except ConfigError as error:
         message = str(error)
         if not message.startswith(config_key):
@@ -130,25 +146,48 @@ def cache_dir(*args: Any, _parent_: Container, _node_: Node, _root_: Container) 
 
 
 def resolve_all(cfg: Container) -> list[ResolvedCacheDir]:
-    """Every ``${cache_dir:...}`` in ``cfg`` (outside ``hydra``), resolved, in config order."""
+    """Every ``${cache_dir:...}`` in ``cfg`` (outside ``hydra``), resolved, in config order.
+
+    Also checks what only the whole config can tell: two config keys must not share one
+    entry path, and every ``hydra_cache.inputs`` key must join some entry's key.
+    """
     found: list[ResolvedCacheDir] = []
     for node in _cache_dir_nodes(cfg):
-        config_key = node._get_full_key(None) or RESOLVER_NAME
+        config_key = _omegaconf.full_key(node) or RESOLVER_NAME
         try:
-            node._dereference_node()
+            path = _omegaconf.value(_omegaconf.dereference(node))
         except CacheDirError:
             raise
         except OmegaConfBaseException as error:
             first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
             raise CacheDirError(
-                f"{config_key}: {node._value()!r} is not a valid interpolation ({first}); "
-                "fix: write ${cache_dir:} or ${cache_dir:a.b,c}"
+                f"{config_key}: {_omegaconf.raw_value(node)!r} is not a valid interpolation "
+                f"({first}); fix: write ${{cache_dir:}} or ${{cache_dir:a.b,c}}"
             ) from None
         memo = _memo_of(cfg)
         for resolved in reversed(memo.values()):
-            if resolved.config_key == config_key:
-                found.append(resolved)
+            if resolved.path == path:
+                found.append(dataclasses.replace(resolved, config_key=config_key))
                 break
+    by_path: dict[str, str] = {}
+    for item in found:
+        other = by_path.setdefault(item.path, item.config_key)
+        if other != item.config_key:
+            raise CacheDirError(
+                f"{item.config_key}: resolves to the same entry as {other} ({item.path}), so "
+                f"both would read and write one folder; fix: give one of them its own node, "
+                f"e.g. ${{cache_dir:{item.identity[0] or '.'},.}} hashing a node that differs"
+            )
+    if found:
+        settings = found[0].settings
+        used = {key for item in found for key in item.inputs_used}
+        for key in settings.inputs:
+            if key not in used:
+                raise CacheDirError(
+                    f"hydra_cache.inputs: {key} joins no cache dir's key (no hashed value "
+                    f"holds its path); fix: drop {key} from hydra_cache.inputs, or reference "
+                    f"it from the node a cache dir hashes"
+                )
     return found
 
 
@@ -157,15 +196,15 @@ def _cache_dir_nodes(cfg: Container) -> list[Node]:
     nodes: list[Node] = []
 
     def visit(container: Container, top: bool) -> None:
-        content = container.__dict__["_content"]
+        content = _omegaconf.content(container)
         if not isinstance(content, (dict, list)):
             return
         items = content.items() if isinstance(content, dict) else enumerate(content)
         for key, child in items:
             if top and key == "hydra":
                 continue
-            if child._is_interpolation():
-                if pattern.search(child._value()):
+            if _omegaconf.is_interpolation(child):
+                if pattern.search(_omegaconf.raw_value(child)):
                     nodes.append(child)
             elif isinstance(child, Container):
                 visit(child, False)
@@ -175,10 +214,7 @@ def _cache_dir_nodes(cfg: Container) -> list[Node]:
 
 
 def _memo_of(root: Container) -> dict[tuple[int, tuple[Any, ...]], Any]:
-    memo = root.__dict__.get(_MEMO_ATTRIBUTE)
-    if memo is None:
-        memo = root.__dict__[_MEMO_ATTRIBUTE] = _Memo()
-    return memo
+    return _omegaconf.stash(root, _MEMO_ATTRIBUTE, _Memo)  # type: ignore[no-any-return]
 
 
 def _environment() -> tuple[str | None, ...]:
@@ -212,30 +248,44 @@ def _run_dir() -> str | None:
 
 
 def _resolve(
-    args: tuple[Any, ...], parent: Container, node: Node, root: Container, config_key: str
+    args: tuple[Any, ...], parent: Container, root: Container, config_key: str
 ) -> ResolvedCacheDir:
     settings_value, settings_snapshot = read_node(root, "hydra_cache")
     settings = parse_settings(settings_value)
     environment = _environment()
-    holder = parent._get_full_key(None)
+    holder = _omegaconf.full_key(parent)
     nodes = _hashed_nodes(args, holder)
-    derived = derive(
-        root,
-        [(holder, parent)] if not args else nodes,
-        exclude=settings.exclude,
+    rules = _exclude_rules(settings.exclude)
+    _check_exclude(root, rules)
+    here = _launch_dir()
+    watch, inputs_outside = _inputs_outside(root, nodes, settings)
+    context = Context(
+        exclude=rules,
         salt=settings.salt,
+        known=registry.KNOWN,
+        relative_to=settings.relative_to,
+        machine=_machine_paths(environment[2], here),
+        watch=watch,
     )
+    derived = derive(root, [(holder, parent)] if not args else nodes, context=context)
     namespace = sanitise_namespace(nodes[0] or config_key)
     configured = settings.root or environment[0] or environment[1]
     relative = bool(configured) and not os.path.isabs(os.path.expanduser(str(configured)))
-    launch_dir = _launch_dir() if relative else None
-    derived, shown_inputs = _with_inputs_and_code(root, derived, nodes, settings, namespace)
-    cache_root = select_root(settings.root, base_dir=launch_dir or os.getcwd())
+    used = [
+        key
+        for key in settings.inputs
+        if _inside(key, nodes) or inputs_outside.get(key) in derived.watched
+    ]
+    derived, shown_inputs = _with_inputs_and_code(
+        root, derived, used, settings, namespace, base=here
+    )
+    cache_root = select_root(settings.root, base_dir=here)
     if str(cache_root.path) not in _checked_roots:
         check_root(cache_root, shared=settings.shared)
         _checked_roots.add(str(cache_root.path))
     path = str(cache_root.path / namespace / derived.key)
     _announce(config_key, cache_root, derived)
+    upstreams = _upstream_records(derived.upstreams)
     registry.remember(
         path,
         registry.EntryInfo(
@@ -253,26 +303,138 @@ def _resolve(
             audit=settings.audit,
             covered=(
                 *nodes,
-                *settings.exclude,
                 *derived.derived_from_cache_dir,
+                *_upstream_coverage(derived.upstreams),
                 "hydra",
                 "hydra_cache",
             ),
+            excluded=settings.exclude,
             inputs=shown_inputs,
+            upstreams=tuple(upstreams),
+            nodes=nodes,
         ),
+    )
+    registry.KNOWN.add(
+        path, nodes, Upstream(config_key, derived.digest, path, nodes), str(cache_root.path)
     )
     registry.remember_config(path, root)
     return ResolvedCacheDir(
         path,
         config_key,
         namespace,
+        nodes,
         derived,
         cache_root,
         settings,
         settings_snapshot,
         environment,
-        launch_dir,
+        here if relative else None,
+        tuple(used),
     )
+
+
+def _upstream_records(upstreams: tuple[Upstream, ...]) -> list[dict[str, Any]]:
+    """Each upstream (and, transitively, theirs): config key, namespace, key, digest and
+    redacted payload, so ``why`` and ``diff`` can name what changed at a chain's root."""
+    records: dict[str, dict[str, Any]] = {}
+    for up in upstreams:
+        info = registry.lookup(up.path)
+        if info is None:
+            continue
+        records.setdefault(
+            up.digest,
+            {
+                "config_key": up.config_key,
+                "namespace": info.namespace,
+                "key": info.key,
+                "digest": up.digest,
+                "payload": info.payload,
+            },
+        )
+        for record in info.upstreams:
+            records.setdefault(record["digest"], record)
+    return list(records.values())
+
+
+def _upstream_coverage(upstreams: tuple[Upstream, ...]) -> list[str]:
+    """What an upstream's key covers, a downstream build may read: its hashed nodes and,
+    through its digest, everything its own upstreams cover."""
+    covered: list[str] = []
+    for up in upstreams:
+        info = registry.lookup(up.path)
+        covered += info.covered if info else up.nodes
+    return covered
+
+
+@functools.lru_cache(maxsize=256)
+def _exclude_rules(patterns: tuple[str, ...]) -> ExcludeRules:
+    return ExcludeRules(patterns)
+
+
+_CHECKED_EXCLUDES = "_hydra_cache_checked_excludes"
+
+
+def _check_exclude(root: Container, rules: ExcludeRules) -> None:
+    """Each exclude pattern must match a key of the composed config (once per config)."""
+    if not rules:
+        return
+    checked: set[tuple[str, ...]] = _omegaconf.stash(root, _CHECKED_EXCLUDES, set)
+    if rules.patterns in checked:
+        return
+    for pattern, close in rules.unmatched(all_keys(root)):
+        hint = f"did you mean {close}?" if close else "name a key of the composed config"
+        raise ConfigError(
+            f"hydra_cache.exclude: {pattern!r} matches no key of the config, so nothing is "
+            f"excluded; fix: {hint} (patterns: a.b, a.0.b or a[0].b, * for one key, ** for any)"
+        )
+    checked.add(rules.patterns)
+
+
+def _machine_paths(home: str | None, launch_dir: str) -> tuple[tuple[str, str], ...]:
+    found: list[tuple[str, str]] = []
+    for given, why in (
+        (launch_dir, "it is under the launch directory"),
+        ((home or "").strip(), "it is under $HOME"),
+    ):
+        path = os.path.normpath(given) if given else ""
+        if path and path != os.sep and os.path.isabs(path):
+            found.append((path, why))
+    return tuple(found)
+
+
+def _inputs_outside(
+    root: Container, nodes: tuple[str, ...], settings: Settings
+) -> tuple[tuple[str, ...], dict[str, str]]:
+    """Input keys outside the hashed nodes, by their path value: they join this key when a
+    hashed value holds that path (directly, through interpolations, or resolved)."""
+    by_key: dict[str, str] = {}
+    for key in settings.inputs:
+        try:
+            found = OmegaConf.select(root, key, throw_on_missing=True)
+        except Exception as error:
+            raise ConfigError(
+                f"hydra_cache.inputs: {key} cannot be read ({str(error).splitlines()[0]}); fix: "
+                "name an input key that has a value"
+            ) from None
+        if found is None and not _exists(root, key):
+            raise ConfigError(
+                f"hydra_cache.inputs: {key} is not a key of the config; fix: name the key "
+                "that holds the input's path, e.g. hydra_cache.inputs=[data.path]"
+            )
+        if not _inside(key, nodes) and isinstance(found, str) and found:
+            by_key[key] = found
+    return tuple(sorted(set(by_key.values()))), by_key
+
+
+def _exists(root: Container, key: str) -> bool:
+    node: Any = root
+    for part in _omegaconf.split_key(key):
+        if not isinstance(node, Container):
+            return False
+        node = _omegaconf.child(node, int(part) if part.isdigit() else part)
+        if node is None:
+            return False
+    return True
 
 
 def _inside(key: str, nodes: tuple[str, ...]) -> bool:
@@ -282,25 +444,25 @@ def _inside(key: str, nodes: tuple[str, ...]) -> bool:
 def _with_inputs_and_code(
     root: Container,
     derived: DerivedKey,
-    nodes: tuple[str, ...],
+    used: list[str],
     settings: Settings,
     namespace: str,
+    *,
+    base: str,
 ) -> tuple[DerivedKey, dict[str, dict[str, Any]] | None]:
     """Join input-file and code fingerprints to the key (they need the disk and imports,
     so they are taken here, not in the pure key module)."""
     extra: dict[str, Any] = {}
     shown: dict[str, dict[str, Any]] = {}
-    inside = [key for key in settings.inputs if _inside(key, nodes)]
-    if not inside and settings.code_mode(namespace) == "off" and not settings.code_modules:
+    if not used and settings.code_mode(namespace) == "off" and not settings.code_modules:
         return derived, None
     from hydra_cache import codeprint, inputs  # only when configured: plugin import stays light
 
-    if inside:
-        base = _launch_dir()
+    if used:
         digests = {}
-        for key in inside:
-            value = OmegaConf.select(root, key, throw_on_missing=False)
-            digests[key], shown[key] = inputs.fingerprint(key, value, settings.input_mode, base)
+        for key in used:
+            found = OmegaConf.select(root, key, throw_on_missing=False)
+            digests[key], shown[key] = inputs.fingerprint(key, found, settings.input_mode, base)
         extra["inputs"] = digests
     mode = settings.code_mode(namespace)
     if mode != "off" or settings.code_modules:
@@ -327,7 +489,7 @@ def _absolute_key(arg: str, holder: str) -> str:
     if not arg.startswith("."):
         return arg
     dots = len(arg) - len(arg.lstrip("."))
-    base = split_key(holder) if holder else []
+    base = _omegaconf.split_key(holder) if holder else []
     up = dots - 1
     if up > len(base):
         raise ConfigError(
@@ -364,5 +526,18 @@ def _announce(config_key: str, root: Root, derived: DerivedKey) -> None:
                 "hydra_cache.exclude",
                 config_key,
                 path,
+                path,
+            )
+    for path, why in derived.machine_specific:
+        if ("machine", config_key, path) not in _announced:
+            _announced.add(("machine", config_key, path))
+            log.warning(
+                "%s: %s holds a path only this machine has (%s), so other machines and other "
+                "clones get another key and never share this entry; fix: set "
+                "hydra_cache.relative_to to the base it is under (e.g. ${paths.root_dir}), "
+                "or add %s to hydra_cache.exclude",
+                config_key,
+                path,
+                why,
                 path,
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -24,6 +25,7 @@ KNOWN_SETTINGS = (
     "input_mode",
     "code",
     "code_modules",
+    "relative_to",
 )
 
 
@@ -46,6 +48,9 @@ class Settings:
     #: Code fingerprint mode per namespace ("*" for every namespace).
     code: tuple[tuple[str, str], ...] = ()
     code_modules: tuple[str, ...] = ()
+    #: Absolute base paths (e.g. the project folder): paths under them join keys relative to
+    #: them, so two clones of a project, on two machines, share keys.
+    relative_to: tuple[str, ...] = ()
 
     def code_mode(self, namespace: str) -> str:
         modes = dict(self.code)
@@ -89,6 +94,7 @@ def parse_settings(node: Mapping[str, Any] | None) -> Settings:
         ),
         code=_code(node.get("code", "off")),
         code_modules=_modules(node.get("code_modules")),
+        relative_to=_bases(node.get("relative_to")),
     )
 
 
@@ -190,3 +196,31 @@ def _modules(value: Any) -> tuple[str, ...]:
             "fix: write e.g. hydra_cache.code_modules=[mypkg.preprocess]"
         )
     return tuple(value)
+
+
+def _bases(value: Any) -> tuple[str, ...]:
+    """``relative_to``: one absolute path or a list of them, normalised, longest first (so a
+    path under two nested bases is made relative to the closer one)."""
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not items:
+        raise ConfigError(
+            f"hydra_cache.relative_to must be a path or a list of paths, not {value!r}; "
+            "fix: write e.g. hydra_cache.relative_to=${paths.root_dir}"
+        )
+    bases: list[str] = []
+    for item in items:
+        if not isinstance(item, str) or not os.path.isabs(os.path.expanduser(item.strip())):
+            raise ConfigError(
+                f"hydra_cache.relative_to entry {item!r} is not an absolute path; fix: use "
+                "an absolute base such as ${paths.root_dir} or ${hydra:runtime.cwd}"
+            )
+        base = os.path.normpath(os.path.expanduser(item.strip()))
+        if base == os.sep:
+            raise ConfigError(
+                "hydra_cache.relative_to entry '/' would make every path relative; fix: "
+                "name the project's folder, e.g. ${paths.root_dir}"
+            )
+        bases.append(base)
+    return tuple(sorted(set(bases), key=len, reverse=True))

@@ -53,8 +53,7 @@ def assert_key_covers(
     from omegaconf import OmegaConf
 
     from hydra_cache.composing import compose_config
-    from hydra_cache.explain import flatten
-    from hydra_cache.key import UNRESOLVED_PER_RUN
+    from hydra_cache.key import UNRESOLVED_PER_RUN, flatten
     from hydra_cache.resolver import resolve_all
 
     cfg = compose_config(str(config_dir), config_name, list(overrides))

@@ -33,59 +33,59 @@ class Color(Enum):
 # Golden keys: any change here changes every user's cache location. A deliberate change to
 # derivation must bump SCHEMA_VERSION and re-pin these.
 GOLDEN: list[tuple[str, dict[str, Any], tuple[str, ...], dict[str, Any], str]] = [
-    ("flat ints", {"data": {"a": 1, "b": 2}}, ("data",), {}, "e0fbf08e720112ff"),
-    ("float", {"data": {"lr": 0.1}}, ("data",), {}, "42154faf8c0425ea"),
-    ("int one", {"data": {"v": 1}}, ("data",), {}, "97ba76cafb2180f6"),
-    ("float one", {"data": {"v": 1.0}}, ("data",), {}, "2a228fe3010d0004"),
-    ("bool true", {"data": {"v": True}}, ("data",), {}, "49026874d4786734"),
-    ("string one", {"data": {"v": "1"}}, ("data",), {}, "0530fbeb94bc78de"),
-    ("none", {"data": {"v": None}}, ("data",), {}, "867396fe1e3e4ad3"),
+    ("flat ints", {"data": {"a": 1, "b": 2}}, ("data",), {}, "bac1e534c52dfe97"),
+    ("float", {"data": {"lr": 0.1}}, ("data",), {}, "43105bb8e11e554b"),
+    ("int one", {"data": {"v": 1}}, ("data",), {}, "e19e5ce199db2058"),
+    ("float one", {"data": {"v": 1.0}}, ("data",), {}, "e57b8bd0364d0205"),
+    ("bool true", {"data": {"v": True}}, ("data",), {}, "9502d15610bed3d9"),
+    ("string one", {"data": {"v": "1"}}, ("data",), {}, "620abf84f85c1886"),
+    ("none", {"data": {"v": None}}, ("data",), {}, "f69560a9a7d7a74a"),
     (
         "list order",
         {"data": {"resize": [224, 224], "crop": [1, 2]}},
         ("data",),
         {},
-        "ec9ce646f27dea3d",
+        "c0224f59a73c0d0f",
     ),
     (
         "nested",
         {"data": {"pre": {"norm": "standard", "aug": {"flip": True}}}},
         ("data",),
         {},
-        "d785f9b3900be6f4",
+        "c823b16bbe3b4d66",
     ),
-    ("salted", {"data": {"a": 1}}, ("data",), {"salt": "v2"}, "dea854cfd9ca223e"),
+    ("salted", {"data": {"a": 1}}, ("data",), {"salt": "v2"}, "94edc67b5159be2b"),
     (
         "excluded",
         {"data": {"a": 1, "workers": 8}},
         ("data",),
         {"exclude": ["data.workers"]},
-        "43d836d631dbea4e",
+        "d3f48c0b041e63f0",
     ),
-    ("two nodes", {"data": {"a": 1}, "prep": {"b": 2}}, ("data", "prep"), {}, "8438476fc388a78c"),
-    ("root node", {"a": 1, "hydra": {"x": 1}}, ("",), {}, "2d6d49c21bd902fd"),
-    ("interpolated", {"base": 3, "data": {"a": "${base}"}}, ("data",), {}, "20b9aeddab92e20d"),
+    ("two nodes", {"data": {"a": 1}, "prep": {"b": 2}}, ("data", "prep"), {}, "ac776b4c3a82d1da"),
+    ("root node", {"a": 1, "hydra": {"x": 1}}, ("",), {}, "d74ed6abf50c19e3"),
+    ("interpolated", {"base": 3, "data": {"a": "${base}"}}, ("data",), {}, "b50ff15e8b6351df"),
     (
         "string interp",
         {"name": "x", "data": {"a": "pre_${name}"}},
         ("data",),
         {},
-        "4514f81b5ae99e47",
+        "a71cf1fc432b900d",
     ),
-    ("unicode", {"data": {"label": "caf\u00e9 \u2603"}}, ("data",), {}, "782510b4e3bd51e9"),
-    ("big int", {"data": {"n": 2**70}}, ("data",), {}, "0309b03312828278"),
+    ("unicode", {"data": {"label": "caf\u00e9 \u2603"}}, ("data",), {}, "5f7a83da6ac16212"),
+    ("big int", {"data": {"n": 2**70}}, ("data",), {}, "359b3dfa2b4f789e"),
     (
         "shortest float",
         {"data": {"x": 1e-7, "y": 0.30000000000000004}},
         ("data",),
         {},
-        "3fab072d331f98d2",
+        "887db85f985328bb",
     ),
 ]
 
 
 def test_schema_version_is_pinned() -> None:
-    assert SCHEMA_VERSION == 1
+    assert SCHEMA_VERSION == 2
 
 
 @pytest.mark.parametrize(
@@ -168,7 +168,7 @@ def test_excluded_keys_do_not_change_the_key() -> None:
     assert key_of(one) != key_of(two)
 
 
-def test_values_derived_from_the_cache_dir_are_left_out_without_recursion() -> None:
+def test_own_cache_dir_is_left_out_and_another_entrys_joins_as_its_digest() -> None:
     cfg = OmegaConf.create(
         {
             "data": {
@@ -182,14 +182,18 @@ def test_values_derived_from_the_cache_dir_are_left_out_without_recursion() -> N
         }
     )
     derived = derive(cfg, ["data"])
-    assert derived.payload["nodes"]["data"] == {"resize": 8, "nested": {}}
+    upstream = derive(cfg, ["other_cache"]).digest
+    assert derived.payload["nodes"]["data"] == {
+        "resize": 8,
+        "nested": {},
+        "other": f"<upstream:{upstream}>",
+    }
     assert set(derived.derived_from_cache_dir) == {
         "data.cache_dir",
         "data.train_file",
         "data.nested.file",
-        "data.other",
     }
-    assert derived.key == key_of({"data": {"resize": 8, "nested": {}}})
+    assert [up.config_key for up in derived.upstreams] == ["other_cache.cache_dir"]
 
 
 def test_every_hashed_leaf_changes_the_key_even_deep_in_lists() -> None:
@@ -312,7 +316,7 @@ def test_volatile_values_are_named() -> None:
 def test_payload_is_the_documented_canonical_json() -> None:
     import hashlib
 
-    text = '{"nodes":{"data":{"a":1,"b":2.5,"c":[true,null,"x"]}},"salt":null,"schema":1}'
+    text = '{"nodes":{"data":{"a":1,"b":2.5,"c":[true,null,"x"]}},"salt":null,"schema":2}'
     derived = derive(
         OmegaConf.create({"data": {"c": [True, None, "x"], "b": 2.5, "a": 1}}), ["data"]
     )
@@ -339,8 +343,8 @@ REFERENCE_CASES = [
 def test_fast_reference_resolution_matches_omegaconf(
     config: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import hydra_cache.key as key_module
-    from hydra_cache.references import NOT_SIMPLE
+    import hydra_cache.key.walk as key_module
+    from hydra_cache.key.refs import NOT_SIMPLE
 
     fast = derive(OmegaConf.create(config), ["data"])
     monkeypatch.setattr(key_module, "resolve_simple", lambda node, raw: NOT_SIMPLE)
@@ -349,7 +353,7 @@ def test_fast_reference_resolution_matches_omegaconf(
 
 
 def test_simple_references_take_the_fast_path() -> None:
-    from hydra_cache.references import NOT_SIMPLE, resolve_simple
+    from hydra_cache.key.refs import NOT_SIMPLE, resolve_simple
 
     cfg = OmegaConf.create(
         {

@@ -1,0 +1,182 @@
+"""The one door to OmegaConf's private internals.
+
+Deriving a key must be cheaper than ``OmegaConf.to_container``, so the key walk reads
+OmegaConf's containers and raw values directly instead of going through ``cfg[key]`` (which
+validates, wraps and resolves on every access); the audit wraps two internal methods to see
+reads. Those reaches are private API: each one lives here, as a small named function, and
+``tests/test_omegaconf_door.py`` pins the behaviour each relies on, on every supported
+OmegaConf version. Nothing else in hydra-cache touches an underscore name of OmegaConf.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from omegaconf import Container, DictConfig, ListConfig, Node, OmegaConf
+from omegaconf._utils import split_key as _split_key
+from omegaconf.basecontainer import BaseContainer
+
+__all__ = [
+    "child",
+    "content",
+    "dereference",
+    "full_key",
+    "is_interpolation",
+    "is_missing",
+    "is_none",
+    "object_type",
+    "parent",
+    "patched_reads",
+    "raw_value",
+    "register_resolver",
+    "root_of",
+    "split_key",
+    "stash",
+    "value",
+]
+
+
+def content(container: Container) -> Any:
+    """A container's children as OmegaConf stores them: a ``dict`` of key -> node, a
+    ``list`` of nodes, ``None``, or a string (``???`` or an interpolation of the container)."""
+    return container.__dict__["_content"]
+
+
+def raw_value(node: Node) -> Any:
+    """A leaf's stored value, before interpolation (``"${a.b}"`` stays a string)."""
+    return node.__dict__["_val"]
+
+
+def parent(node: Node) -> Container | None:
+    """The container holding ``node`` (``None`` at the root)."""
+    return node.__dict__["_parent"]  # type: ignore[no-any-return]
+
+
+def root_of(node: Node) -> Container:
+    """The top of the tree ``node`` belongs to."""
+    return node._get_root()
+
+
+def child(container: Container, key: str | int) -> Node | None:
+    """The child node at ``key`` without validation or resolution (``None`` when absent)."""
+    try:
+        found = container._get_node(key, validate_access=False)
+    except Exception:
+        return None
+    return found if isinstance(found, Node) else None
+
+
+def dereference(node: Node) -> Node:
+    """The node an interpolation points to (a new value node for resolver results)."""
+    return node._dereference_node()
+
+
+def is_missing(node: Node) -> bool:
+    return node._is_missing()
+
+
+def is_none(node: Node) -> bool:
+    return node._is_none()
+
+
+def is_interpolation(node: Node) -> bool:
+    return node._is_interpolation()
+
+
+def value(node: Node) -> Any:
+    """A value node's Python value (resolver results included)."""
+    return node._value()
+
+
+def full_key(node: Node, key: Any = None) -> str:
+    """The dotted key of ``node`` (or of its child ``key``), spelled as OmegaConf spells it:
+    ``a.b[0].c``; ``""`` for the root."""
+    return node._get_full_key(key)
+
+
+def object_type(container: Container) -> type | None:
+    """The dataclass or attrs class behind a structured config (``None`` for plain ones)."""
+    if not isinstance(container, DictConfig):
+        return None
+    found = container._metadata.object_type
+    return found if isinstance(found, type) and found is not dict else None
+
+
+def split_key(key: str) -> list[str]:
+    """``a.b[0].c`` -> ``["a", "b", "0", "c"]``, as OmegaConf splits keys."""
+    return _split_key(key)
+
+
+def stash(root: Container, name: str, factory: Callable[[], Any]) -> Any:
+    """Per-config state kept on the config object itself (it lives and dies with it; deep
+    copies do not carry it, because OmegaConf copies its own fields only)."""
+    found = root.__dict__.get(name)
+    if found is None:
+        found = root.__dict__[name] = factory()
+    return found
+
+
+def register_resolver(name: str, function: Callable[..., Any]) -> None:
+    """Register a resolver without caching, on OmegaConf 2.3 and 2.4 alike, without a warning.
+
+    2.4 deprecates ``register_new_resolver`` for ``register_resolver`` (which 2.3 uses for
+    its legacy API) and validates annotations by default.
+    """
+    modern = getattr(OmegaConf, "register_resolver", None)
+    if modern is not None and "annotation_validation" in _parameters(modern):
+        modern(name, function, replace=True, use_cache=False, annotation_validation="off")
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        OmegaConf.register_new_resolver(name, function, replace=True, use_cache=False)
+
+
+def _parameters(function: Callable[..., Any]) -> tuple[str, ...]:
+    import inspect
+
+    try:
+        return tuple(inspect.signature(function).parameters)
+    except (TypeError, ValueError):
+        return ()
+
+
+#: A read hook: (container, key, node or value) for a leaf read, or (container, None, None)
+#: when a whole subtree is converted (``to_container``, ``to_yaml``).
+ReadHook = Callable[[Container, Any, Any], None]
+
+
+@contextmanager
+def patched_reads(hook: ReadHook) -> Iterator[None]:
+    """Call ``hook`` on every leaf read and subtree conversion while the block runs.
+
+    Wraps ``BaseContainer._resolve_with_default`` (every ``cfg.a``/``cfg["a"]``/iteration read
+    goes through it) and ``BaseContainer._to_content`` (``to_container``/``to_yaml``). Not
+    reentrant: the caller (the audit) serialises and nests recorders itself.
+    """
+    original_resolve = BaseContainer._resolve_with_default
+    original_to_content = BaseContainer.__dict__["_to_content"]
+    to_content = original_to_content.__func__
+
+    def resolve_with_default(
+        self: BaseContainer, key: Any, node: Any, *args: Any, **kwargs: Any
+    ) -> Any:
+        hook(self, key, node)
+        return original_resolve(self, key, node, *args, **kwargs)
+
+    def traced_to_content(conf: Container, *args: Any, **kwargs: Any) -> Any:
+        hook(conf, None, None)
+        return to_content(conf, *args, **kwargs)
+
+    BaseContainer._resolve_with_default = resolve_with_default  # type: ignore[method-assign,assignment]
+    BaseContainer._to_content = staticmethod(traced_to_content)  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        BaseContainer._resolve_with_default = original_resolve  # type: ignore[method-assign]
+        BaseContainer._to_content = original_to_content  # type: ignore[method-assign]
+
+
+CONTAINER_TYPES = (DictConfig, ListConfig)

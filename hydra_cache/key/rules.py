@@ -1,0 +1,149 @@
+"""What a value's name, text and origin say about it: secret, per-run, machine-specific.
+
+A value joins the key either way; these rules only decide what may be *shown* (a secret never
+is), and what deserves a warning before it causes a miss (a per-run value misses on every
+run; a machine-specific path keeps two machines from sharing an entry). They are decided by
+provenance, not only by name: a value is secret when any interpolation it is computed from is
+an environment variable or names a credential.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+
+REDACTED = "<redacted>"
+
+#: Whole words (after splitting snake, kebab, dotted and camel case) that name a credential.
+_SECRET_WORDS = frozenset(
+    {
+        "key",
+        "keys",
+        "pass",
+        "pwd",
+        "pw",
+        "auth",
+        "session",
+        "sid",
+        "sig",
+        "otp",
+        "dsn",
+        "token",
+    }
+)
+#: Tokenizer settings (``pad_token``, ``eos_token``) name vocabulary, not credentials.
+_VOCABULARY = frozenset(
+    {"pad", "eos", "bos", "unk", "sep", "cls", "mask", "special", "start", "end"}
+)
+#: Fragments that name a credential wherever they stand in a name (``dbpassword``, ``apiKey``).
+_SECRET_FRAGMENTS = (
+    "password",
+    "passwd",
+    "passphrase",
+    "secret",
+    "apikey",
+    "credential",
+    "creds",
+    "bearer",
+    "cookie",
+    "authoriz",
+    "authentic",
+    "privatekey",
+    "accesskey",
+    "signature",
+    "session",
+    "webhook",
+)
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_WORD_SPLIT = re.compile(r"[^a-z0-9]+")
+
+#: Credentials inside a value: URL userinfo, credential-like query parameters, auth headers.
+_SECRET_VALUE = re.compile(
+    r"""(?ix)
+    [a-z][a-z0-9+.-]*://[^/\s:@]*:[^/\s@]+@          # scheme://user:password@host
+    | [a-z][a-z0-9+.-]*://[^/\s:@]{16,}@             # scheme://token@host
+    | [?&;#][\w.-]*(?:token|key|secret|sig|signature|pass|pwd|auth|credential|session
+                    |code|jwt)[\w.-]*=[^&\s]           # ?access_token=..., X-Amz-Signature=...
+    | \b(?:bearer|basic|token|digest)\s+[\w.~+/=-]{8,}  # Authorization: Bearer ...
+    | \bauthorization\s*[:=]
+    | \b(?:x-api-key|api-key|cookie|set-cookie)\s*[:=]
+    | -----BEGIN[ A-Z]*PRIVATE\ KEY-----
+    | \b(?:sk|pk|rk)[-_](?:live|test|proj)?[-_]?[A-Za-z0-9]{16,}  # provider API keys
+    | \bgh[pousr]_[A-Za-z0-9]{20,}
+    | \bxox[abpr]-[A-Za-z0-9-]{10,}
+    | \bAKIA[0-9A-Z]{16}\b
+    | \beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.   # a JWT
+    """
+)
+
+#: Interpolations whose value changes on every run.
+_PER_RUN = re.compile(
+    r"\$\{\s*(?:now\s*:|hydra\s*:\s*(?:runtime\.output_dir|job\.num|job\.id|run\.dir"
+    r"|sweep\.dir|sweep\.subdir|job\.override_dirname))"
+)
+_FROM_ENV = re.compile(r"\$\{\s*oc\.env\s*:")
+#: Interpolations that read the machine: where the app was launched.
+_FROM_MACHINE = re.compile(r"\$\{\s*hydra\s*:\s*runtime\.cwd\s*\}")
+_REFERENCE_NAMES = re.compile(r"\$\{\.*([A-Za-z_][\w.\[\]]*)\}")
+
+
+@functools.lru_cache(maxsize=8192)
+def is_secret_name(name: str) -> bool:
+    """Whether a config key's name looks like it holds a credential."""
+    spaced = _CAMEL.sub("_", name).lower()
+    words = _WORD_SPLIT.split(spaced)
+    if "token" in words and _VOCABULARY.intersection(words):
+        return False
+    if any(word in _SECRET_WORDS for word in words):
+        return True
+    squashed = "".join(words)
+    return squashed.endswith("token") or any(frag in squashed for frag in _SECRET_FRAGMENTS)
+
+
+def holds_credentials(value: str) -> bool:
+    """Whether a string carries credentials in its text (URL userinfo, signed query, header).
+
+    Every credential shape is at least 12 characters long; most config strings are shorter,
+    and skipping the regular expression for them keeps the key walk fast.
+    """
+    return len(value) >= 12 and _SECRET_VALUE.search(value) is not None
+
+
+@dataclass(frozen=True)
+class Origin:
+    """What one interpolation's text says about its value (decided from the text alone)."""
+
+    per_run: bool = False
+    from_env: bool = False
+    from_machine: bool = False
+    #: It references a key whose name looks like a credential.
+    secret: bool = False
+
+    def __or__(self, other: Origin) -> Origin:
+        return Origin(
+            self.per_run or other.per_run,
+            self.from_env or other.from_env,
+            self.from_machine or other.from_machine,
+            self.secret or other.secret,
+        )
+
+    @property
+    def hidden(self) -> bool:
+        """Never shown: a credential by name, or anything read from the environment."""
+        return self.secret or self.from_env
+
+
+PLAIN = Origin()
+
+
+@functools.lru_cache(maxsize=16384)
+def origin_of(raw: str) -> Origin:
+    """The origin flags of one interpolation's text (cached: real configs repeat them)."""
+    names = _REFERENCE_NAMES.findall(raw)
+    return Origin(
+        per_run=bool(_PER_RUN.search(raw)),
+        from_env=bool(_FROM_ENV.search(raw)),
+        from_machine=bool(_FROM_MACHINE.search(raw)),
+        secret=any(is_secret_name(part) for name in names for part in re.split(r"[.\[\]]", name)),
+    )

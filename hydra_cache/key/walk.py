@@ -1,0 +1,764 @@
+"""Config node -> canonical payload -> digest: the walk that decides what joins a key.
+
+This module is pure: it reads an OmegaConf tree and returns data. It never touches a disk and
+never imports Hydra, so a key can be derived (and tested) anywhere, and what is or is not in a
+key is decided in exactly one place.
+
+What joins, besides the plain values of the hashed nodes:
+
+- a value that is, or is derived from, *another* entry's cache dir joins as that entry's full
+  digest (``<upstream:...>``), with any literal text around it, so a downstream key changes
+  with its upstream and never depends on the root or the machine. This holds for an
+  interpolation (``${data.cache_dir}/arrays.npz``) and for a plain string that already holds
+  such a path (after ``OmegaConf.resolve`` or ``instantiate``): :class:`KnownEntries` knows
+  every path this process derived. Only the entry's *own* cache dir stays out;
+- the class of a structured (dataclass or attrs) node;
+- an absolute path under a ``relative_to`` base joins relative to it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import operator
+import re
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import PurePath
+from typing import Any, Union, cast
+
+from omegaconf import Container, DictConfig, ListConfig, Node
+from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
+
+from hydra_cache._omegaconf import (
+    child,
+    content,
+    dereference,
+    is_missing,
+    is_none,
+    object_type,
+    raw_value,
+    split_key,
+    value,
+)
+from hydra_cache.errors import ConfigError
+from hydra_cache.key.patterns import ExcludeRules
+from hydra_cache.key.payload import (
+    KEY_LENGTH,
+    RELATIVE_MARKER,
+    SCHEMA_VERSION,
+    UNRESOLVED_PER_RUN,
+    UPSTREAM_MARKER,
+    digest_of,
+)
+from hydra_cache.key.refs import NOT_SIMPLE, chain_origin, resolve_simple
+from hydra_cache.key.rules import REDACTED, Origin, holds_credentials, is_secret_name, origin_of
+
+#: Nodes that never join a key (the ``hydra_cache`` node joins through its ``salt`` only).
+ALWAYS_EXCLUDED = frozenset({"hydra", "hydra_cache"})
+
+PathStep = Union[str, int]
+#: Which entry a derivation is for: the absolute dotted keys of its hashed nodes.
+Identity = tuple[str, ...]
+#: Stands for "no cache dir may be resolved here" (settings, the whole-config listing).
+NO_ENTRY: Identity = ("\x00",)
+
+_deriving: contextvars.ContextVar[tuple[Identity, ...]] = contextvars.ContextVar(
+    "hydra_cache_deriving", default=()
+)
+
+
+class SelfReferenceError(InterpolationResolutionError):
+    """Raised by ``${cache_dir:}`` for the entry being derived.
+
+    An entry's own cache dir must not join its own key: the path is a function of the key,
+    so hashing it would recurse forever. The walker catches this and leaves the value out.
+    """
+
+
+class CycleError(InterpolationResolutionError):
+    """Two entries each derive from the other's cache dir: neither key can exist."""
+
+
+def enter_entry(identity: Identity, config_key: str) -> None:
+    """Called first by the resolver: may the cache dir of ``identity`` be derived here?
+
+    Outside a derivation, always. Inside one, the entry being derived is the caller's own
+    cache dir (left out of the key), an entry further up the chain is a cycle, and any other
+    entry is an upstream, derived in turn (its path is recognised and hashed as its digest).
+    """
+    stack = _deriving.get()
+    if not stack:
+        return
+    if NO_ENTRY in stack or stack[-1] == identity:
+        raise SelfReferenceError("a cache dir never joins its own key")
+    if identity in stack:
+        chain = " -> ".join(", ".join(item) or "." for item in (*stack, identity))
+        raise CycleError(
+            f"{config_key}: cache dirs derive from each other in a cycle ({chain}); fix: "
+            "make one stage read the other's output, not both"
+        )
+
+
+def is_deriving() -> bool:
+    """Whether a key is being derived in this context (the resolver's cheap first check)."""
+    return bool(_deriving.get())
+
+
+@contextmanager
+def deriving(identity: Identity) -> Iterator[None]:
+    token = _deriving.set((*_deriving.get(), identity))
+    try:
+        yield
+    finally:
+        _deriving.reset(token)
+
+
+def child_path(parent: str, step: PathStep) -> str:
+    """The dotted key of a child, spelled as OmegaConf spells full keys."""
+    if isinstance(step, int):
+        return f"{parent}[{step}]"
+    return f"{parent}.{step}" if parent else str(step)
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """An entry whose cache dir a hashed value is derived from."""
+
+    config_key: str
+    digest: str
+    path: str
+    #: The upstream's hashed nodes (what its key covers).
+    nodes: tuple[str, ...] = ()
+
+
+class KnownEntries:
+    """Every cache path this process derived, so a plain string holding one is recognised.
+
+    After ``OmegaConf.resolve`` or ``instantiate`` a value such as ``${data.cache_dir}/x.npz``
+    is already the string ``/root/data/3f2a.../x.npz``. Hashed as a path, it would make the
+    key depend on the root; here it is found and replaced by the entry's digest.
+    """
+
+    _NAME = r"[A-Za-z0-9_.-]"
+
+    def __init__(self) -> None:
+        self._by_path: dict[str, tuple[Identity, Upstream]] = {}
+        self._roots: dict[str, re.Pattern[str]] = {}
+        self.roots: tuple[str, ...] = ()
+
+    def add(self, path: str, identity: Identity, upstream: Upstream, root: str) -> None:
+        self._by_path[path] = (identity, upstream)
+        if root not in self._roots:
+            self._roots[root] = re.compile(
+                re.escape(root.rstrip("/")) + rf"/{self._NAME}+/[0-9a-f]{{{KEY_LENGTH}}}"
+                rf"(?!{self._NAME})"
+            )
+            self.roots = tuple(self._roots)
+
+    def find(self, text: str) -> Iterator[tuple[int, int, Identity, Upstream]]:
+        """Each known entry path inside ``text``: (start, end, identity, upstream)."""
+        for root, pattern in self._roots.items():
+            if root in text:
+                for match in pattern.finditer(text):
+                    known = self._by_path.get(match.group(0))
+                    if known is not None:
+                        yield match.start(), match.end(), known[0], known[1]
+
+
+#: Every cache path this process derived (the resolver adds each one it resolves).
+KNOWN = KnownEntries()
+
+
+@dataclass
+class Snapshot:
+    """Identity of every node a derivation read, to tell cheaply whether it still holds.
+
+    Re-deriving a key resolves every leaf; checking a snapshot only compares object
+    identities (of each container's children and each leaf's raw value) and re-resolves the
+    interpolated leaves, so a memoized path stays exact when the config is changed after the
+    first access. Leaves left out (excluded, or the entry's own cache dir) are recorded too:
+    replacing one with a plain value must re-derive.
+    """
+
+    containers: list[tuple[Container, Any, tuple[Any, ...]]] = field(default_factory=list)
+    nodes: list[Node] = field(default_factory=list)
+    raws: list[Any] = field(default_factory=list)
+    interpolations: list[tuple[Node, Any]] = field(default_factory=list)
+    exact: bool = True
+
+    def add_container(self, container: Container, children: Any) -> None:
+        items = tuple(children.values() if type(children) is dict else children)
+        self.containers.append((container, children, items))
+
+    def add_leaf(self, node: Node, raw: Any) -> None:
+        self.nodes.append(node)
+        self.raws.append(raw)
+
+    def is_current(self, identity: Identity) -> bool:
+        if not self.exact:
+            return False
+        for container, children, items in self.containers:
+            if content(container) is not children or len(children) != len(items):
+                return False
+            now = children.values() if type(children) is dict else children
+            if not all(map(operator.is_, now, items)):
+                return False
+        if not all(map(operator.is_, [raw_value(n) for n in self.nodes], self.raws)):
+            return False
+        with deriving(identity):
+            for node, expected in self.interpolations:
+                try:
+                    found, _simple = _resolve_leaf(node, raw_value(node))
+                except Exception:
+                    return False
+                if type(found) is not type(expected) or found != expected:
+                    return False
+        return True
+
+
+@dataclass(frozen=True)
+class DerivedKey:
+    """The result of one derivation: the key and everything needed to explain it."""
+
+    key: str
+    digest: str
+    payload: dict[str, Any]
+    #: Dotted keys whose values must never be shown (credentials, environment values).
+    redacted_paths: frozenset[str]
+    #: Dotted keys whose values change on every run (the key then misses on every run).
+    volatile: tuple[str, ...]
+    #: Dotted keys left out because they are (or derive from) the entry's own cache dir.
+    derived_from_cache_dir: tuple[str, ...]
+    snapshot: Snapshot
+    #: Entries whose cache dirs hashed values derive from, in the order first met.
+    upstreams: tuple[Upstream, ...] = ()
+    #: (dotted key, why) for hashed values that hold a path only this machine has.
+    machine_specific: tuple[tuple[str, str], ...] = ()
+    #: Dotted keys of string values that hold each watched path (see ``derive(watch=...)``).
+    watched: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def redacted_payload(self) -> dict[str, Any]:
+        """The payload with every secret value replaced, safe for manifests, journals, logs."""
+        if not self.redacted_paths:
+            return self.payload
+        redacted = dict(self.payload)
+        redacted["nodes"] = {
+            name: _redact(item, name if name != "." else "", self.redacted_paths)
+            for name, item in self.payload["nodes"].items()
+        }
+        return redacted
+
+
+def _redact(item: Any, path: str, paths: frozenset[str]) -> Any:
+    if path in paths:
+        return REDACTED
+    if isinstance(item, dict):
+        return {k: _redact(v, child_path(path, k), paths) for k, v in item.items()}
+    if isinstance(item, list):
+        return [_redact(v, child_path(path, i), paths) for i, v in enumerate(item)]
+    return item
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the world tells one derivation: settings and what this process knows.
+
+    ``relative_to``: absolute base paths (``hydra_cache.relative_to``); ``machine``: paths
+    only this machine has (``$HOME``, the launch directory), which earn a warning.
+    """
+
+    exclude: ExcludeRules = field(default_factory=lambda: ExcludeRules(()))
+    salt: Any = None
+    known: KnownEntries | None = field(default_factory=lambda: KNOWN)
+    relative_to: tuple[str, ...] = ()
+    machine: tuple[tuple[str, str], ...] = ()
+    watch: tuple[str, ...] = ()
+
+
+def derive(
+    root: Container,
+    nodes: Sequence[str | tuple[str, Node]],
+    *,
+    exclude: Iterable[str] | ExcludeRules = (),
+    salt: Any = None,
+    context: Context | None = None,
+    identity: Identity | None = None,
+) -> DerivedKey:
+    """Derive the key of the entry made of ``nodes``.
+
+    Each node is an absolute dotted key (``""`` is the root), or a ``(name, node)`` pair when
+    the caller already holds the node (the resolver does, and a key such as ``..`` cannot be
+    spelled as a dotted path).
+    """
+    if context is None:
+        rules = exclude if isinstance(exclude, ExcludeRules) else ExcludeRules(exclude)
+        context = Context(exclude=rules, salt=salt)
+    names = [item[0] if isinstance(item, tuple) else item for item in nodes]
+    for name in names:
+        pattern = context.exclude.covering(name) if name else None
+        if pattern is not None:
+            raise ConfigError(
+                f"hydra_cache.exclude: {pattern!r} excludes {name}, the node this cache dir "
+                f"hashes, so its key would ignore every value in it; fix: exclude only the "
+                f"keys inside {name} that do not change the entry"
+            )
+    walker = _Walker(context, own=identity or tuple(names))
+    hashed: dict[str, Any] = {}
+    with deriving(walker.own):
+        for item in nodes:
+            name, node = item if isinstance(item, tuple) else (item, walker.locate(root, item))
+            try:
+                walked = walker.walk(node, name)
+            except RecursionError:
+                raise ConfigError(
+                    f"{name or 'the config'} is nested too deeply to hash (over "
+                    f"{sys.getrecursionlimit() // 4} levels); fix: flatten it, or add its deep "
+                    "part to hydra_cache.exclude"
+                ) from None
+            hashed[name or "."] = None if walked is _SKIP else walked
+    payload: dict[str, Any] = {"schema": SCHEMA_VERSION, "salt": context.salt, "nodes": hashed}
+    if walker.types:
+        payload["types"] = walker.types
+    if context.relative_to:
+        payload["relative_to"] = len(context.relative_to)
+    digest = digest_of(payload)
+    return DerivedKey(
+        key=digest[:KEY_LENGTH],
+        digest=digest,
+        payload=payload,
+        redacted_paths=frozenset(walker.redacted),
+        volatile=tuple(walker.volatile),
+        derived_from_cache_dir=tuple(walker.derived),
+        snapshot=walker.snapshot,
+        upstreams=tuple(walker.upstreams.values()),
+        machine_specific=tuple(walker.machine_specific),
+        watched={k: tuple(v) for k, v in walker.watched.items()},
+    )
+
+
+def with_extra(derived: DerivedKey, extra: dict[str, Any]) -> DerivedKey:
+    """The same derivation with more joined to its payload (input and code fingerprints)."""
+    payload = {**derived.payload, **extra}
+    digest = digest_of(payload)
+    return dataclasses.replace(derived, payload=payload, digest=digest, key=digest[:KEY_LENGTH])
+
+
+def read_node(root: Container, name: str) -> tuple[Any, Snapshot]:
+    """The resolved plain value of a top-level node (``None`` when absent), with its snapshot.
+
+    Used for the ``hydra_cache`` settings node, so that a memoized path also notices a
+    changed setting.
+    """
+    walker = _Walker(Context(), own=NO_ENTRY, reserved=frozenset())
+    children = content(root)
+    walker.snapshot.add_container(root, children)
+    if name not in children:
+        return None, walker.snapshot
+    with deriving(NO_ENTRY):
+        found = walker.walk(walker.locate(root, name), name)
+    return (None if found is _SKIP else found), walker.snapshot
+
+
+def config_values(root: Container) -> dict[str, Any]:
+    """The whole config (but ``hydra`` and cache-dir values) resolved as far as it goes.
+
+    Unlike :func:`derive` it never fails: a ``???`` stays ``"???"`` and a value that cannot be
+    resolved becomes ``"<unresolvable>"``. Used to list config changes that touch no cache.
+    """
+    walker = _Walker(Context(), own=NO_ENTRY, tolerant=True, reserved=frozenset({"hydra"}))
+    with deriving(NO_ENTRY):
+        found = walker.walk(root, "")
+    if not isinstance(found, dict):
+        return {}
+    return {"nodes": {".": found}, "redacted": sorted(walker.redacted)}
+
+
+def all_keys(root: Container) -> list[str]:
+    """Every dotted key of the config's structure (but ``hydra``), without resolving values."""
+    keys: list[str] = []
+    stack: list[tuple[str, Any]] = [("", root)]
+    while stack:
+        path, node = stack.pop()
+        if not isinstance(node, Container):
+            continue
+        children = content(node)
+        if isinstance(children, dict):
+            for name, item in children.items():
+                if not path and name == "hydra":
+                    continue
+                key = child_path(path, _key_name(name))
+                keys.append(key)
+                stack.append((key, item))
+        elif isinstance(children, list):
+            for index, item in enumerate(children):
+                key = child_path(path, index)
+                keys.append(key)
+                stack.append((key, item))
+    return keys
+
+
+class _Skip:
+    """Marks a value that does not join the payload."""
+
+
+_SKIP = _Skip()
+
+
+def _key_name(key: Any) -> str:
+    if isinstance(key, str):
+        return key
+    if isinstance(key, Enum):
+        return key.name
+    return f"{type(key).__name__}:{key!r}"
+
+
+def _plain(item: Any, path: str) -> Any:
+    """A Python value as it joins the payload (resolver results may be lists or dicts)."""
+    if item is None or isinstance(item, (bool, int, float, str)):
+        return item
+    if isinstance(item, Enum):
+        return item.name
+    if isinstance(item, PurePath):
+        return str(item)
+    if isinstance(item, bytes):
+        return {"__bytes__": item.hex()}
+    if isinstance(item, (list, tuple)):
+        return [_plain(v, child_path(path, i)) for i, v in enumerate(item)]
+    if isinstance(item, dict):
+        return {_key_name(k): _plain(v, child_path(path, _key_name(k))) for k, v in item.items()}
+    raise ConfigError(
+        f"{path}: a value of type {type(item).__name__} cannot join a cache key; "
+        f"fix: use a plain YAML value there, or add '{path}' to hydra_cache.exclude"
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def _resolve_leaf(node: Node, raw: str) -> tuple[Any, bool]:
+    """An interpolated leaf's value, and whether it was plain references to plain values
+    (the fast path, which skips OmegaConf's grammar), else OmegaConf resolves it."""
+    found = resolve_simple(node, raw)
+    if found is not NOT_SIMPLE:
+        return found, True
+    target = dereference(node)
+    if is_missing(target):
+        raise _MissingTarget
+    if isinstance(target, Container):
+        raise _ContainerTarget(target)
+    found = value(target)
+    if isinstance(found, (list, tuple, dict)):
+        return _plain(found, ""), False
+    return found, False
+
+
+class _MissingTarget(Exception):
+    pass
+
+
+class _ContainerTarget(Exception):
+    def __init__(self, target: Container) -> None:
+        super().__init__()
+        self.target = target
+
+
+_CONTAINERS = (DictConfig, ListConfig)
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
+class _Walker:
+    """One derivation's walk: the payload plus what it noticed on the way.
+
+    The walk reads OmegaConf's containers and raw values directly instead of going through
+    ``cfg[key]`` (which validates, wraps and resolves on every access): that is what keeps a
+    5,000-leaf key cheaper than ``OmegaConf.to_container``.
+    """
+
+    def __init__(
+        self,
+        context: Context,
+        *,
+        own: Identity,
+        tolerant: bool = False,
+        reserved: frozenset[str] = ALWAYS_EXCLUDED,
+    ) -> None:
+        self.context = context
+        self.reserved = reserved
+        self.exclude = context.exclude
+        self.own = own
+        self.tolerant = tolerant
+        self.redacted: list[str] = []
+        self.volatile: list[str] = []
+        self.derived: list[str] = []
+        self.types: dict[str, str] = {}
+        self.upstreams: dict[str, Upstream] = {}
+        self.machine_specific: list[tuple[str, str]] = []
+        self.watched: dict[str, list[str]] = {}
+        self.snapshot = Snapshot()
+        self._refresh_prefixes()
+
+    def _refresh_prefixes(self) -> None:
+        """Prefixes that make a string leaf worth a closer look; none: the fast path stays.
+
+        Known roots can grow during a walk (an upstream met on the way registers its path).
+        """
+        known = self.context.known
+        self._roots_seen = known.roots if known else ()
+        self.prefixes = (
+            *self._roots_seen,
+            *self.context.relative_to,
+            *(path for path, _why in self.context.machine),
+            *self.context.watch,
+        )
+
+    def locate(self, root: Container, name: str) -> Node:
+        """The raw node at an absolute dotted key, recording each step for the snapshot."""
+        node: Node = root
+        for part in split_key(name) if name else ():
+            if not isinstance(node, Container) or is_none(node) or is_missing(node):
+                break
+            children = content(node)
+            if not isinstance(children, (dict, list)):
+                break
+            step: PathStep = int(part) if isinstance(node, ListConfig) and part.isdigit() else part
+            found = child(node, step)
+            if found is None:
+                break
+            self.snapshot.add_container(node, children)
+            node = found
+        else:
+            return node
+        raise ConfigError(
+            f"node '{name}' does not exist in the config; fix: name an existing node "
+            f"(absolute dotted key, or '.x' relative to the node holding the interpolation)"
+        )
+
+    def walk(self, node: Node, path: str, *, secret: bool = False) -> Any:
+        if path in self.reserved or (self.exclude and self.exclude.excludes(path)):
+            self._record_skipped(node)
+            return _SKIP
+        if type(node) in _CONTAINERS or isinstance(node, Container):
+            container = cast(Container, node)
+            children = content(container)
+            if type(children) is str:
+                return self._special(container, children, path, secret)
+            return self._walk_container(container, children, path, secret)
+        raw = raw_value(node)
+        kind = type(raw)
+        if kind is str and ("${" in raw or raw == "???"):
+            return self._special(node, raw, path, secret)
+        self.snapshot.add_leaf(node, raw)
+        if kind is str and self.prefixes:
+            return self._string(raw, path, secret)
+        if secret or (kind is str and holds_credentials(raw)):
+            self.redacted.append(path)
+        return raw if kind in _PLAIN else _plain(raw, path)
+
+    def _record_skipped(self, node: Node) -> None:
+        if isinstance(node, Container):
+            self.snapshot.add_container(node, content(node))
+        else:
+            self.snapshot.add_leaf(node, raw_value(node))
+
+    def _walk_container(self, node: Container, children: Any, path: str, secret: bool) -> Any:
+        if children is None:
+            return None
+        self.snapshot.add_container(node, children)
+        cls = object_type(node)
+        if cls is not None:
+            self.types[path or "."] = f"{cls.__module__}.{cls.__qualname__}"
+        nodes, raws = self.snapshot.nodes, self.snapshot.raws
+        check = bool(self.exclude) and self.exclude.may_exclude_below(path)
+        if type(children) is dict:
+            out: dict[str, Any] = {}
+            nodes_append, raws_append, plain = nodes.append, raws.append, _PLAIN
+            prefixes = self.prefixes
+            for key, item in children.items():
+                name = key if type(key) is str else _key_name(key)
+                if secret or check or type(item) in _CONTAINERS or is_secret_name(name):
+                    slow = True
+                else:  # the common case, inlined: a plain value of an untouched leaf
+                    raw = raw_value(item)
+                    kind = type(raw)
+                    if kind is str:
+                        if "${" in raw:
+                            found = self._special(item, raw, child_path(path, name), False)
+                            if found is not _SKIP:
+                                out[name] = found
+                            continue
+                        slow = raw == "???" or holds_credentials(raw)
+                        if prefixes and not slow:
+                            for prefix in prefixes:
+                                if prefix in raw:
+                                    slow = True
+                                    break
+                    else:
+                        slow = kind not in plain
+                    if not slow:
+                        nodes_append(item)
+                        raws_append(raw)
+                        out[name] = raw
+                        continue
+                found = self.walk(
+                    item, child_path(path, name), secret=secret or is_secret_name(name)
+                )
+                if found is not _SKIP:
+                    out[name] = found
+            return out
+        items: list[Any] = []
+        for index, item in enumerate(children):
+            found = self.walk(item, child_path(path, index), secret=secret)
+            if found is not _SKIP:
+                items.append(found)
+        return items
+
+    def _string(self, text: str, path: str, secret: bool, origin: Origin | None = None) -> Any:
+        """A string value that may hold a cache path, a relative_to base or a machine path."""
+        known = self.context.known
+        if known is not None and known.roots:
+            pieces: list[str] = []
+            last = 0
+            for start, end, identity, upstream in known.find(text):
+                if identity == self.own:
+                    self.derived.append(path)
+                    return _SKIP
+                pieces += [text[last:start], UPSTREAM_MARKER.format(digest=upstream.digest)]
+                self.upstreams.setdefault(upstream.digest, upstream)
+                last = end
+            if pieces:
+                text = "".join([*pieces, text[last:]])
+        for watched in self.context.watch:
+            if _holds_path(text, watched):
+                self.watched.setdefault(watched, []).append(path)
+        relative = False
+        for index, base in enumerate(self.context.relative_to):
+            if _holds_path(text, base):
+                text = _replace_path(text, base, RELATIVE_MARKER.format(index=index))
+                relative = True
+        if not relative:
+            for machine_path, why in self.context.machine:
+                if _holds_path(text, machine_path):
+                    self.machine_specific.append((path, why))
+                    break
+            else:
+                if origin is not None and origin.from_env and text.startswith(("/", "~")):
+                    self.machine_specific.append((path, "it is read from ${oc.env:...}"))
+        if secret or holds_credentials(text):
+            self.redacted.append(path)
+        return text
+
+    def _special(self, node: Node, raw: str, path: str, secret: bool) -> Any:
+        """A missing value or an interpolation (of a leaf or of a whole container)."""
+        if raw == "???":
+            if self.tolerant:
+                return "???"
+            raise ConfigError(
+                f"{path} is '???' (missing) but is part of a cache key; fix: give it a value "
+                f"(e.g. override {path}=...), or add '{path}' to hydra_cache.exclude"
+            )
+        origin = origin_of(raw)
+        try:
+            found, simple = _resolve_leaf(node, raw)
+        except _ContainerTarget as target:
+            origin = origin | chain_origin(node, raw)
+            self._note_origin(origin, path)
+            self.snapshot.exact = False
+            container = target.target
+            return self._walk_container(
+                container, content(container), path, secret or origin.hidden
+            )
+        except _MissingTarget:
+            if self.tolerant:
+                return "???"
+            raise ConfigError(
+                f"{path} resolves to a '???' (missing) value but is part of a cache key; "
+                f"fix: give it a value, or add '{path}' to hydra_cache.exclude"
+            ) from None
+        except (OmegaConfBaseException, ConfigError) as error:
+            if _caused_by(error, SelfReferenceError) is not None:
+                self.derived.append(path)
+                self.snapshot.add_leaf(node, raw)
+                return _SKIP
+            cause = _caused_by(error, CycleError) or _caused_by(error, ConfigError)
+            if cause is not None and not self.tolerant:
+                raise ConfigError(_first_line(cause)) from None
+            origin = origin | chain_origin(node, raw)
+            if origin.per_run:
+                self.volatile.append(path)
+                return UNRESOLVED_PER_RUN
+            if self.tolerant:
+                return "<unresolvable>"
+            raise ConfigError(
+                f"{path}: cannot resolve {raw!r} ({_first_line(error)}); fix: make the "
+                f"interpolation resolvable, or add '{path}' to hydra_cache.exclude"
+            ) from None
+        if not simple:  # not plain references to plain values: follow the whole chain
+            origin = origin | chain_origin(node, raw)
+        self._note_origin(origin, path)
+        self.snapshot.interpolations.append((node, found))
+        hidden = secret or origin.hidden
+        known = self.context.known
+        if known is not None and known.roots is not self._roots_seen:
+            self._refresh_prefixes()
+        if type(found) is str:
+            if self.prefixes or origin.from_env:
+                return self._string(found, path, hidden, origin)
+        elif isinstance(found, (list, dict)):
+            found = self._containers_in(found, path, hidden)
+        if hidden or (type(found) is str and holds_credentials(found)):
+            self.redacted.append(path)
+        return found
+
+    def _containers_in(self, found: Any, path: str, hidden: bool) -> Any:
+        """A resolver's list or dict result: its strings get the same treatment as leaves."""
+        if isinstance(found, dict):
+            return {
+                k: self._containers_in(v, child_path(path, k), hidden) for k, v in found.items()
+            }
+        if isinstance(found, list):
+            return [
+                self._containers_in(v, child_path(path, i), hidden) for i, v in enumerate(found)
+            ]
+        if isinstance(found, str) and self.prefixes:
+            return self._string(found, path, hidden)
+        return found
+
+    def _note_origin(self, origin: Origin, path: str) -> None:
+        if origin.per_run:
+            self.volatile.append(path)
+
+
+def _holds_path(text: str, base: str) -> bool:
+    """Whether ``text`` holds the path ``base`` (or a path under it), on path boundaries."""
+    if not base or base not in text:
+        return False
+    return _path_pattern(base).search(text) is not None
+
+
+def _replace_path(text: str, base: str, marker: str) -> str:
+    return _path_pattern(base).sub(lambda _match: marker, text)
+
+
+_PATTERNS: dict[str, re.Pattern[str]] = {}
+
+
+def _path_pattern(base: str) -> re.Pattern[str]:
+    found = _PATTERNS.get(base)
+    if found is None:
+        stem = base.rstrip("/") or "/"
+        found = _PATTERNS[base] = re.compile(r"(?<![\w.-])" + re.escape(stem) + r"(?=/|$|[^\w.-])")
+    return found
+
+
+def _caused_by(error: BaseException, kind: type[BaseException]) -> BaseException | None:
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, kind):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
