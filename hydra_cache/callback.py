@@ -128,6 +128,7 @@ class ManifestCallback(Callback):
             "upstreams": [
                 {"config_key": up["config_key"], "namespace": up["namespace"], "key": up["key"]}
                 for up in (info.upstreams if info else ())
+                if up["digest"] in {direct.digest for direct in item.derived.upstreams}
             ],
             "status_at_start": status,
             "explanation": {

@@ -155,24 +155,36 @@ def _table(rows: list[list[str]]) -> str:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
+    from hydra_cache import registry
     from hydra_cache.entry import CacheEntry
+    from hydra_cache.key import UNRESOLVED_PER_RUN, flatten
 
     rows = []
     for item in _resolved(args):
         entry = CacheEntry(item.path)
         uncovered = ((entry.metadata() or {}).get("audit") or {}).get("uncovered") or []
+        info = registry.lookup(item.path)
+        direct = {up.digest for up in item.derived.upstreams}
+        # A key that holds a per-run value no run outside a job can know: never printed.
+        per_run = UNRESOLVED_PER_RUN in flatten(item.derived.payload["nodes"]).values()
         rows.append(
             {
                 "config_key": item.config_key,
                 "namespace": item.namespace,
-                "key": item.derived.key,
-                "path": item.path,
-                "status": entry.state().status,
+                "key": None if per_run else item.derived.key,
+                "path": None if per_run else item.path,
+                "status": "per-run" if per_run else entry.state().status,
                 "root_source": item.root.source,
                 "uncovered": uncovered,
+                "per_run": list(item.derived.volatile),
+                "upstreams": [
+                    {k: up[k] for k in ("config_key", "namespace", "key")}
+                    for up in (info.upstreams if info else ())
+                    if up["digest"] in direct
+                ],
             }
         )
-    header = ["config key", "namespace", "key", "status", "path"]
+    header = ["config key", "namespace", "key", "status", "upstreams", "path"]
     text = (
         _table(
             [
@@ -181,10 +193,12 @@ def cmd_keys(args: argparse.Namespace) -> int:
                     [
                         r["config_key"],
                         r["namespace"],
-                        r["key"],
+                        r["key"] or "(per-run)",
                         r["status"]
                         + (f" (uncovered: {', '.join(r['uncovered'])})" if r["uncovered"] else ""),
-                        r["path"],
+                        ", ".join(u["config_key"] for u in r["upstreams"]) or "-",
+                        r["path"]
+                        or f"a new key on every run: {', '.join(r['per_run'])} is per-run",
                     ]
                     for r in rows
                 ],
@@ -374,27 +388,6 @@ def _override_sets(args: argparse.Namespace) -> list[list[str]]:
     return [[*args.overrides, *chosen] for chosen in sets]
 
 
-def _side(config_dir: str, config_name: str, overrides: list[str]) -> Any:
-    from hydra_cache.composing import compose_config
-    from hydra_cache.diff import CacheDir, Side
-    from hydra_cache.key import config_values
-    from hydra_cache.resolver import resolve_all
-
-    cfg = compose_config(config_dir, config_name, overrides)
-    caches = {
-        item.config_key: CacheDir(
-            item.config_key,
-            item.namespace,
-            item.derived.key,
-            str(item.root.path),
-            item.path,
-            item.derived.redacted_payload(),
-        )
-        for item in resolve_all(cfg)
-    }
-    return Side(caches, config_values(cfg))
-
-
 def cmd_diff(args: argparse.Namespace) -> int:
     from hydra_cache import diff, gitrev
     from hydra_cache.errors import ConfigError
@@ -413,14 +406,14 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
     def sides(revision: gitrev.Revision | None) -> list[Any]:
         if revision is None:
-            return [_side(str(config_dir), args.config_name, chosen) for chosen in sets]
-        with gitrev.checkout_folder(top, revision, relative) as folder:
-            if folder is None:
+            return diff.sides_at(top, config_dir, args.config_name, sets)
+        with gitrev.checkout_tree(top, revision, relative) as tree:
+            if tree is None:
                 return [None for _ in sets]
             try:
-                return [_side(str(folder), args.config_name, chosen) for chosen in sets]
+                return diff.sides_at(tree, tree / relative, args.config_name, sets)
             except ConfigError as error:
-                text = str(error).replace(str(folder), relative)
+                text = str(error).replace(str(tree / relative), relative).replace(str(tree), ".")
                 raise ConfigError(f"at {revision.name}: {text}") from None
 
     reports = [

@@ -9,13 +9,26 @@ that reach no key are listed apart, as "not affecting any cache".
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import subprocess
+import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from hydra_cache import registry
 from hydra_cache.entry import CacheEntry
-from hydra_cache.key.leafdiff import LeafChange, leaf_diff, payload_leaves
+from hydra_cache.errors import ConfigError
+from hydra_cache.key.leafdiff import (
+    LeafChange,
+    leaf_diff,
+    payload_leaves,
+    root_causes,
+    upstream_records,
+)
 from hydra_cache.units import human_duration, human_size
 
 MARKER = "<!-- hydra-cache-diff -->"
@@ -31,6 +44,8 @@ class CacheDir:
     root: str
     path: str
     payload: dict[str, Any]
+    #: Upstream records (config_key, namespace, key, digest, payload), transitively.
+    upstreams: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -50,6 +65,15 @@ class CacheChange:
     changes: tuple[LeafChange, ...] = ()
     size_bytes: int | None = None
     build_seconds: float | None = None
+    #: What changed upstream, at the root of the chain ("upstream data.cache_dir changed: ...").
+    causes: tuple[str, ...] = ()
+
+    @property
+    def own_changes(self) -> tuple[LeafChange, ...]:
+        """The changes of this entry's own values (upstream digests are said by ``causes``)."""
+        if not self.causes:
+            return self.changes
+        return tuple(c for c in self.changes if c.upstreams() == ([], []))
 
     def as_dict(self) -> dict[str, Any]:
         def side(cache: CacheDir | None) -> dict[str, Any] | None:
@@ -68,6 +92,8 @@ class CacheChange:
             "base": side(self.base),
             "head": side(self.head),
             "changes": [vars(c) for c in self.changes],
+            "because_of_upstream": bool(self.causes) and not self.own_changes,
+            "upstream_causes": list(self.causes),
             "size_bytes": self.size_bytes,
             "build_seconds": self.build_seconds,
         }
@@ -107,6 +133,9 @@ def compare(base: Side | None, head: Side, overrides: Sequence[str] = ()) -> Rep
             changes.insert(0, LeafChange("cache root", old.root, new.root))
         affecting.update(c.key for c in changes)
         meta = CacheEntry(old.path).metadata() or {}
+        causes = root_causes(
+            changes, upstream_records(list(old.upstreams)), upstream_records(list(new.upstreams))
+        )
         results.append(
             CacheChange(
                 config_key,
@@ -116,6 +145,7 @@ def compare(base: Side | None, head: Side, overrides: Sequence[str] = ()) -> Rep
                 tuple(changes),
                 meta.get("size_bytes"),
                 meta.get("build_seconds"),
+                tuple(causes),
             )
         )
     everything = leaf_diff(base.values if base else None, head.values)
@@ -123,6 +153,91 @@ def compare(base: Side | None, head: Side, overrides: Sequence[str] = ()) -> Rep
         c for c in everything if c.key not in affecting and not c.key.startswith("hydra_cache.root")
     )
     return Report(tuple(overrides), tuple(results), unrelated)
+
+
+# ----------------------------------------------------------------------------- composing
+
+
+def compose_side(config_dir: str, config_name: str, overrides: list[str]) -> Side:
+    """The cache dirs and values of one composed config, in this process."""
+    from hydra_cache.composing import compose_config
+    from hydra_cache.key import config_values
+    from hydra_cache.resolver import resolve_all
+
+    cfg = compose_config(config_dir, config_name, overrides)
+    caches = {}
+    for item in resolve_all(cfg):
+        info = registry.lookup(item.path)
+        caches[item.config_key] = CacheDir(
+            item.config_key,
+            item.namespace,
+            item.derived.key,
+            str(item.root.path),
+            item.path,
+            item.derived.redacted_payload(),
+            tuple(info.upstreams) if info else (),
+        )
+    return Side(caches, config_values(cfg))
+
+
+def sides_at(
+    tree: Path, config_dir: Path, config_name: str, sets: Sequence[list[str]]
+) -> list[Side]:
+    """The sides of every override set, composed in a subprocess that imports code from
+    ``tree`` first: code fingerprints then see each revision's own code, not the checkout's.
+    """
+    request = {
+        "tree": str(tree),
+        "config_dir": str(config_dir),
+        "config_name": config_name,
+        "sets": [list(chosen) for chosen in sets],
+    }
+    with tempfile.TemporaryDirectory(prefix="hydra-cache-side-") as scratch:
+        answer = Path(scratch) / "sides.json"
+        request["answer"] = str(answer)
+        done = subprocess.run(
+            [sys.executable, "-c", _SERVE, json.dumps(request)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0 or not answer.exists():
+            lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+            raise ConfigError(lines[-1] if lines else f"composing failed (exit {done.returncode})")
+        found = json.loads(answer.read_text(encoding="utf-8"))
+    return [
+        Side({k: CacheDir(**v) for k, v in side["caches"].items()}, side["values"])
+        for side in found
+    ]
+
+
+_SERVE = "import sys\nfrom hydra_cache.diff import serve_sides\nsys.exit(serve_sides(sys.argv[1]))"
+
+
+def serve_sides(request_text: str) -> int:
+    """The subprocess half of :func:`sides_at` (errors: one line on stderr, exit 2)."""
+    request = json.loads(request_text)
+    sys.path.insert(0, request["tree"])
+    try:
+        sides = [
+            compose_side(request["config_dir"], request["config_name"], chosen)
+            for chosen in request["sets"]
+        ]
+    except ConfigError as error:
+        print(str(error), file=sys.stderr)
+        return 2
+    payload = [
+        {
+            "caches": {
+                k: {**dataclasses.asdict(v), "upstreams": list(v.upstreams)}
+                for k, v in side.caches.items()
+            },
+            "values": side.values,
+        }
+        for side in sides
+    ]
+    Path(request["answer"]).write_text(json.dumps(payload, default=str), encoding="utf-8")
+    return 0
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -182,7 +297,8 @@ def render_text(reports: Sequence[Report], title: str) -> str:
             if change.status == "invalidated":
                 line += f"  ({_cost_text(change)})"
             lines.append(line)
-            lines += [f"    {c}" for c in change.changes]
+            lines += [f"    {cause}" for cause in change.causes]
+            lines += [f"    {c}" for c in change.own_changes]
         if not report.caches:
             lines.append("no ${cache_dir:} in this config")
         if report.unrelated:
@@ -194,6 +310,10 @@ def render_text(reports: Sequence[Report], title: str) -> str:
 def _md(value: Any) -> str:
     text = value if isinstance(value, str) and value.startswith("<") else json.dumps(value)
     return "`" + str(text).replace("`", "'").replace("|", "\\|") + "`"
+
+
+def _md_text(text: str) -> str:
+    return text.replace("|", "\\|").replace("`", "'")
 
 
 def _md_change(change: LeafChange) -> str:
@@ -224,7 +344,10 @@ def render_markdown(reports: Sequence[Report], title: str) -> str:
                 "invalidated": f"`{_entry(change.base)}` → `{_entry(change.head)}`",
                 "removed": f"`{_entry(change.base)}`",
             }.get(change.status, f"`{_entry(change.head)}`")
-            what = "<br>".join(_md_change(c) for c in change.changes)
+            what = "<br>".join(
+                [*(_md_text(cause) for cause in change.causes)]
+                + [_md_change(c) for c in change.own_changes]
+            )
             size = rebuild = ""
             if change.status == "invalidated":
                 known = change.size_bytes is not None

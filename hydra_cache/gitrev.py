@@ -1,7 +1,8 @@
-"""A config folder as it was at a git revision, in a temporary folder.
+"""A project as it was at a git revision, in a temporary folder.
 
-``git archive`` of just the config folder, unpacked with tarfile's ``data`` filter: the user's
-checkout, index and worktree list are never touched, and the folder is removed afterwards.
+``git archive`` of the revision, unpacked with tarfile's ``data`` filter: the user's checkout,
+index and worktree list are never touched, and the folder is removed afterwards. The whole tree
+is taken, not only the config folder, so code fingerprints see the revision's own code.
 """
 
 from __future__ import annotations
@@ -69,13 +70,14 @@ def resolve_revision(top: Path, name: str, option: str) -> Revision:
 
 
 @contextmanager
-def checkout_folder(top: Path, revision: Revision, relative: str) -> Iterator[Path | None]:
-    """The folder ``relative`` (to the repository top) at ``revision``; None if it did not exist."""
+def checkout_tree(top: Path, revision: Revision, relative: str) -> Iterator[Path | None]:
+    """The repository at ``revision``; None if the config folder ``relative`` (to the top)
+    did not exist then."""
     listed = _git(top, "ls-tree", "-d", "--name-only", revision.commit, "--", relative)
     if relative not in ("", ".") and not listed.stdout.strip():
         yield None
         return
-    archive = _git(top, "archive", "--format=tar", revision.commit, "--", relative or ".")
+    archive = _git(top, "archive", "--format=tar", revision.commit)
     if archive.returncode != 0:
         raise ConfigError(
             f"cannot read {relative or '.'} at {revision.name}: "
@@ -87,4 +89,4 @@ def checkout_folder(top: Path, revision: Revision, relative: str) -> Iterator[Pa
                 tar.extractall(scratch, filter="data")
             else:  # pragma: no cover - Pythons without extraction filters
                 tar.extractall(scratch)
-        yield Path(scratch) / relative
+        yield Path(scratch)

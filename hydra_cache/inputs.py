@@ -8,7 +8,9 @@ path stays the same. Two modes (``hydra_cache.input_mode``):
 - ``sha256``: size and SHA-256 of every file. Reads every byte (hashes are remembered per
   process by path, size, mtime and inode); only a content change changes the key.
 
-Folders are walked in sorted order without following symlinks, up to
+Symlinks are followed in both modes: a file reached through a link counts by its target's
+content, and a linked folder (``ln -s /scratch/datasets data``) is walked. Folders are walked
+in sorted order, each real folder once (a link cycle ends there), up to
 :data:`MAX_INPUT_FILES` files.
 """
 
@@ -36,11 +38,11 @@ def fingerprint(key: str, value: Any, mode: str, base_dir: str) -> tuple[str, di
         )
     path = Path(os.path.join(base_dir, os.path.expanduser(os.fspath(value))))
     try:
-        top = os.lstat(path)
+        top = os.stat(path)
     except OSError:
         raise ConfigError(
-            f"{key}: input {path} does not exist; fix: create it, or point {key} "
-            "at an existing file or folder"
+            f"{key}: input {path} does not exist (or is a broken link); fix: create it, or "
+            f"point {key} at an existing file or folder"
         ) from None
     files = [(path.name, path, top)] if not stat.S_ISDIR(top.st_mode) else _walk(key, path)
     listing = hashlib.sha256()
@@ -65,11 +67,21 @@ def fingerprint(key: str, value: Any, mode: str, base_dir: str) -> tuple[str, di
 
 def _walk(key: str, folder: Path) -> list[tuple[str, Path, os.stat_result]]:
     found: list[tuple[str, Path, os.stat_result]] = []
-    for directory, dirs, names in os.walk(folder):
+    seen: set[tuple[int, int]] = set()
+    for directory, dirs, names in os.walk(folder, followlinks=True):
+        here = os.stat(directory)
+        if (here.st_dev, here.st_ino) in seen:  # a link back up the tree: walked already
+            dirs[:] = []
+            continue
+        seen.add((here.st_dev, here.st_ino))
         dirs.sort()
         for name in sorted(names):
             full = Path(directory) / name
-            found.append((os.path.relpath(full, folder), full, os.lstat(full)))
+            try:
+                info = os.stat(full)
+            except OSError:  # a broken link: its name still counts, so adding one changes keys
+                info = os.lstat(full)
+            found.append((os.path.relpath(full, folder), full, info))
             if len(found) > MAX_INPUT_FILES:
                 raise ConfigError(
                     f"{key}: input {folder} holds more than {MAX_INPUT_FILES:,} files; fix: "

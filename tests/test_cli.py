@@ -30,7 +30,7 @@ def test_keys_lists_every_cache_dir_with_its_status(
     done = cli(tmp_path, "keys", "-cd", str(conf), root=cache_root)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].split() == ["config", "key", "namespace", "key", "status", "path"]
+    assert lines[0].split() == ["config", "key", "namespace", "key", "status", "upstreams", "path"]
     assert lines[1].split()[:2] == ["data.cache_dir", "data"]
     assert lines[1].split()[3] == "hit" and lines[2].split()[3] == "miss"
     as_json = json.loads(

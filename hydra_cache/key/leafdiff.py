@@ -157,9 +157,14 @@ def root_causes(
             inner = leaf_diff(before.get("payload"), after.get("payload"))
             deeper = root_causes(inner, old_upstreams, new_upstreams, depth + 1)
             plain = [str(c) for c in inner if c.upstreams() == ([], [])]
-            said = "; ".join(plain) if plain else "its upstream changed"
-            lines.append(f"upstream {name} changed: {said}")
-            lines += deeper
+            if plain:
+                lines.append(f"upstream {name} changed: {'; '.join(plain)}")
+                lines += deeper
+            elif deeper:  # changed only because its own upstream did: one line down the chain
+                lines.append(f"upstream {name} changed, because its {deeper[0]}")
+                lines += deeper[1:]
+            else:
+                lines.append(f"upstream {name} changed (a redacted value or the schema)")
         if len(olds) != len(news):
             lines.append(f"{change.key}: the upstream cache dirs it derives from changed")
     return lines
