@@ -161,10 +161,10 @@ def patched_reads(hook: ReadHook) -> Iterator[None]:
     to_content = original_to_content.__func__
 
     def resolve_with_default(
-        self: BaseContainer, key: Any, node: Any, *args: Any, **kwargs: Any
-    ) -> Any:
-        hook(self, key, node)
-        return original_resolve(self, key, node, *args, **kwargs)
+        self: BaseContainer, key: Any, value: Any, *args: Any, **kwargs: Any
+    ) -> Any:  # OmegaConf passes key= and value= by name
+        hook(self, key, value)
+        return original_resolve(self, key, value, *args, **kwargs)
 
     def traced_to_content(conf: Container, *args: Any, **kwargs: Any) -> Any:
         hook(conf, None, None)

@@ -2,7 +2,8 @@
 
 While a build runs with the audit on, every leaf read from the job's config (``cfg.a.b``,
 ``cfg["a"]``, iteration, ``OmegaConf.to_container``/``to_yaml``) is recorded by wrapping two
-OmegaConf internals for the duration of the build. A read of a value outside the entry's
+OmegaConf internals for the duration of the build (``_omegaconf.patched_reads``). A read of
+a value outside the entry's
 hashed nodes (and not excluded, nor a cache dir) is a value the cache silently ignores: runs
 that differ only in it would share the entry.
 
@@ -13,42 +14,59 @@ With the audit off nothing is wrapped and it costs nothing.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from omegaconf import Container, Node
-from omegaconf.basecontainer import BaseContainer
+
+from hydra_cache._omegaconf import full_key, patched_reads, root_of, value
+from hydra_cache.key import ExcludeRules
 
 _lock = threading.Lock()
 _active: list[Recorder] = []
-_originals: dict[str, Any] = {}
+#: The active patch of OmegaConf's read path, held while any recorder is active.
+_patches: list[ExitStack] = []
 
 
 class Recorder:
     """The leaf reads of one build, from one config."""
 
-    def __init__(self, config: Any, covered: tuple[str, ...]) -> None:
+    def __init__(
+        self, config: Any, covered: tuple[str, ...], excluded: tuple[str, ...] = ()
+    ) -> None:
         self.config = config
         self.covered = covered
+        self.excluded = ExcludeRules(excluded)
         self.reads: dict[str, None] = {}
 
-    def note(self, container: Container, key: Any, node: Any) -> None:
-        if isinstance(node, Container) or container._get_root() is not self.config:
+    def see(self, container: Container, key: Any, node: Any) -> None:
+        """One read: a leaf (``key`` set) or a whole subtree converted (``key`` None)."""
+        if root_of(container) is not self.config:
             return
-        raw = node._value() if isinstance(node, Node) else node
+        if key is None:
+            self.reads[full_key(container) or "."] = None
+            return
+        if isinstance(node, Container):
+            return
+        raw = value(node) if isinstance(node, Node) else node
         if isinstance(raw, str) and "cache_dir" in raw and "${" in raw:
             return  # a cache dir, or a path derived from one
-        self.reads[container._get_full_key(key)] = None
-
-    def note_subtree(self, container: Container) -> None:
-        if container._get_root() is not self.config:
-            return
-        self.reads[container._get_full_key(None) or "."] = None
+        self.reads[full_key(container, key)] = None
 
     def uncovered(self) -> list[str]:
-        return [key for key in self.reads if not _is_covered(key, self.covered)]
+        """Reads outside the key: outside every hashed node, or excluded inside one."""
+        return [
+            key for key in self.reads if not _is_covered(key, self.covered) or self._excluded(key)
+        ]
+
+    def _excluded(self, key: str) -> bool:
+        if not self.excluded:
+            return False
+        cuts = [match.start() for match in re.finditer(r"[.\[]", key)] + [len(key)]
+        return any(self.excluded.excludes(key[:cut]) for cut in cuts)
 
 
 def _is_covered(key: str, covered: tuple[str, ...]) -> bool:
@@ -58,31 +76,23 @@ def _is_covered(key: str, covered: tuple[str, ...]) -> bool:
     return False
 
 
-def _resolve_with_default(
-    self: BaseContainer, key: Any, value: Any, *args: Any, **kwargs: Any
-) -> Any:
+def _hook(container: Container, key: Any, node: Any) -> None:
     for recorder in _active:
-        recorder.note(self, key, value)
-    return _originals["_resolve_with_default"](self, key, value, *args, **kwargs)
-
-
-def _to_content(conf: Container, *args: Any, **kwargs: Any) -> Any:
-    for recorder in _active:
-        recorder.note_subtree(conf)
-    return _originals["_to_content_function"](conf, *args, **kwargs)
+        recorder.see(container, key, node)
 
 
 @contextmanager
-def recording(config: Any, covered: tuple[str, ...]) -> Iterator[Recorder]:
-    """Record the leaf reads from ``config`` while the block runs."""
-    recorder = Recorder(config, covered)
+def recording(
+    config: Any, covered: tuple[str, ...], excluded: tuple[str, ...] = ()
+) -> Iterator[Recorder]:
+    """Record the leaf reads from ``config`` while the block runs (recorders may nest and
+    run in several threads: OmegaConf is patched once, while any recorder is active)."""
+    recorder = Recorder(config, covered, excluded)
     with _lock:
         if not _active:
-            _originals["_resolve_with_default"] = BaseContainer._resolve_with_default
-            _originals["_to_content"] = BaseContainer.__dict__["_to_content"]
-            _originals["_to_content_function"] = _originals["_to_content"].__func__
-            BaseContainer._resolve_with_default = _resolve_with_default  # type: ignore[method-assign]
-            BaseContainer._to_content = staticmethod(_to_content)  # type: ignore[method-assign]
+            patch = ExitStack()
+            patch.enter_context(patched_reads(_hook))
+            _patches.append(patch)
         _active.append(recorder)
     try:
         yield recorder
@@ -90,5 +100,4 @@ def recording(config: Any, covered: tuple[str, ...]) -> Iterator[Recorder]:
         with _lock:
             _active.remove(recorder)
             if not _active:
-                BaseContainer._resolve_with_default = _originals["_resolve_with_default"]  # type: ignore[method-assign]
-                BaseContainer._to_content = _originals["_to_content"]  # type: ignore[method-assign]
+                _patches.pop().close()

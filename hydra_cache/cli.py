@@ -157,7 +157,6 @@ def _table(rows: list[list[str]]) -> str:
 def cmd_keys(args: argparse.Namespace) -> int:
     from hydra_cache import registry
     from hydra_cache.entry import CacheEntry
-    from hydra_cache.key import UNRESOLVED_PER_RUN, flatten
 
     rows = []
     for item in _resolved(args):
@@ -165,8 +164,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
         uncovered = ((entry.metadata() or {}).get("audit") or {}).get("uncovered") or []
         info = registry.lookup(item.path)
         direct = {up.digest for up in item.derived.upstreams}
-        # A key that holds a per-run value no run outside a job can know: never printed.
-        per_run = UNRESOLVED_PER_RUN in flatten(item.derived.payload["nodes"]).values()
+        # A key that holds a per-run value: no run ever has the key composed here.
+        per_run = bool(item.derived.volatile)
         rows.append(
             {
                 "config_key": item.config_key,

@@ -280,7 +280,7 @@ class CacheEntry:
             return None
         from hydra_cache.audit import recording
 
-        with recording(config, info.covered) as recorder:
+        with recording(config, info.covered, info.excluded) as recorder:
             build(staging)
         uncovered = recorder.uncovered()
         for key in uncovered:

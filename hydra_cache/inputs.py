@@ -41,8 +41,8 @@ def fingerprint(key: str, value: Any, mode: str, base_dir: str) -> tuple[str, di
         top = os.stat(path)
     except OSError:
         raise ConfigError(
-            f"{key}: input {path} does not exist (or is a broken link); fix: create it, or "
-            f"point {key} at an existing file or folder"
+            f"{key}: input {path} does not exist; fix: create it (or the target of the link "
+            f"there), or point {key} at an existing file or folder"
         ) from None
     files = [(path.name, path, top)] if not stat.S_ISDIR(top.st_mode) else _walk(key, path)
     listing = hashlib.sha256()

@@ -137,7 +137,7 @@ def _audit(cfg: Any, path: str, build: Callable[[Any, Path], object]) -> list[st
     assert info is not None
     with (
         tempfile.TemporaryDirectory(prefix="hydra-cache-audit-") as staging,
-        recording(cfg, info.covered) as recorder,
+        recording(cfg, info.covered, info.excluded) as recorder,
     ):
         build(cfg, Path(staging))
     from hydra_cache.key import ExcludeRules

@@ -205,9 +205,7 @@ def test_keys_why_manifest_and_metadata_name_the_upstreams(
     assert rows["tokens.cache_dir"]["upstreams"][0]["key"] == rows["raw.cache_dir"]["key"]
     text = cli(tmp_path, "keys", "-cd", str(conf), root=cache_root).stdout
     assert re.search(r"^features\.cache_dir\s.*\btokens\.cache_dir\b", text, re.M), text
-    meta = json.loads(
-        (Path(rows["features.cache_dir"]["path"]) / ".hydra-cache.json").read_text()
-    )
+    meta = json.loads((Path(rows["features.cache_dir"]["path"]) / ".hydra-cache.json").read_text())
     assert {u["config_key"] for u in meta["upstreams"]} == {"tokens.cache_dir", "raw.cache_dir"}
     # why, for a downstream miss caused at the root of the chain:
     done = cli(tmp_path, "why", "-cd", str(conf), "raw.size=50", root=cache_root)

@@ -29,8 +29,9 @@ def main(cfg: DictConfig) -> None:
             upstream = ""
             if "source" in node:
                 upstream = (Path(node.source) / "out.json").read_text()
-            (staging / "out.json").write_text(json.dumps({"stage": name, "params": params,
-                                                           "upstream": upstream}))
+            (staging / "out.json").write_text(
+                json.dumps({"stage": name, "params": params, "upstream": upstream})
+            )
 
         entry = CacheEntry(node.cache_dir)
         entry.get_or_build(build)
