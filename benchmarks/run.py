@@ -275,8 +275,9 @@ def bench_audit(root: Path, repeat: int) -> list[Row]:
 
 APP = """
 import hydra
+VERSION_BASE = {} if hydra.__version__.startswith("1.4") else {"version_base": None}
 
-@hydra.main(version_base=None, config_path=None, config_name=None)
+@hydra.main(config_path=None, config_name=None, **VERSION_BASE)
 def main(cfg):
     pass
 
@@ -349,8 +350,9 @@ import json, os, time
 from pathlib import Path
 import hydra
 from hydra_cache import CacheEntry
+VERSION_BASE = {} if hydra.__version__.startswith("1.4") else {"version_base": None}
 
-@hydra.main(version_base=None, config_path=".", config_name="sweep")
+@hydra.main(config_path=".", config_name="sweep", **VERSION_BASE)
 def main(cfg):
     started = time.time()
     def build(staging):

@@ -50,7 +50,11 @@ def preprocess(data: DictConfig, staging: Path) -> None:
     )
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+# hydra-core 1.3 warns without version_base, 1.4 warns with it.
+VERSION_BASE = {} if hydra.__version__.startswith("1.4") else {"version_base": "1.3"}
+
+
+@hydra.main(config_path="../conf", config_name="config", **VERSION_BASE)
 def main(cfg: DictConfig) -> float:
     entry = CacheEntry(cfg.data.cache_dir)
     started = time.perf_counter()

@@ -7,6 +7,7 @@ same composed config, and so the same cache dirs, as the app itself.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from omegaconf import DictConfig, open_dict
 
@@ -27,7 +28,7 @@ def compose_config(config_dir: str, config_name: str, overrides: list[str]) -> D
             "folder that holds your app's configs"
         )
     try:
-        with initialize_config_dir(config_dir=directory, version_base=None, job_name="hydra-cache"):
+        with initialize_config_dir(config_dir=directory, job_name="hydra-cache", **version_base()):
             cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
     except Exception as error:
         raise ConfigError(
@@ -38,6 +39,13 @@ def compose_config(config_dir: str, config_name: str, overrides: list[str]) -> D
         cfg.hydra.runtime.cwd = os.getcwd()
     HydraConfig.instance().set_config(cfg)
     return cfg
+
+
+def version_base() -> dict[str, Any]:
+    """``version_base`` for Hydra's API: 1.3 warns without it, 1.4 warns with it."""
+    import hydra
+
+    return {} if hydra.__version__.startswith("1.4") else {"version_base": None}
 
 
 def _reason(error: BaseException) -> str:

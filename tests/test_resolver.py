@@ -72,7 +72,8 @@ def test_compose_api_gives_the_same_path_as_hydra_main(
 ) -> None:
     script = (
         "from hydra import compose, initialize_config_dir\n"
-        f"with initialize_config_dir(config_dir={str(conf)!r}, version_base='1.3'):\n"
+        "from hydra_cache.composing import version_base\n"
+        f"with initialize_config_dir(config_dir={str(conf)!r}, **version_base()):\n"
         "    cfg = compose(config_name='config', overrides=['model.C=5'])\n"
         "print(cfg.data.cache_dir)\n"
     )

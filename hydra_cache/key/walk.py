@@ -34,6 +34,7 @@ from omegaconf import Container, DictConfig, ListConfig, Node
 from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
 from hydra_cache._omegaconf import (
+    NOT_A_LEAF,
     child,
     content,
     dereference,
@@ -41,6 +42,7 @@ from hydra_cache._omegaconf import (
     is_none,
     object_type,
     raw_value,
+    raw_values,
     split_key,
     value,
 )
@@ -578,20 +580,19 @@ class _Walker:
             out: dict[str, Any] = {}
             nodes_append, raws_append, plain = nodes.append, raws.append, _PLAIN
             prefixes = self.prefixes
-            for key, item in children.items():
+            for (key, item), raw in zip(children.items(), raw_values(children)):
                 name = key if type(key) is str else _key_name(key)
-                if secret or check or type(item) in _CONTAINERS or is_secret_name(name):
+                kind = type(raw)
+                if secret or check or raw is NOT_A_LEAF or is_secret_name(name):
                     slow = True
                 else:  # the common case, inlined: a plain value of an untouched leaf
-                    raw = raw_value(item)
-                    kind = type(raw)
                     if kind is str:
                         if "${" in raw:
                             found = self._special(item, raw, child_path(path, name), False)
                             if found is not _SKIP:
                                 out[name] = found
                             continue
-                        slow = raw == "???" or holds_credentials(raw)
+                        slow = raw == "???" or (len(raw) >= 12 and holds_credentials(raw))
                         if prefixes and not slow:
                             for prefix in prefixes:
                                 if prefix in raw:

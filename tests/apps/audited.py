@@ -14,8 +14,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from hydra_cache import CacheEntry
 
+# hydra-core 1.3 warns without version_base, 1.4 warns with it.
+VERSION_BASE = {} if hydra.__version__.startswith("1.4") else {"version_base": "1.3"}
 
-@hydra.main(version_base="1.3", config_path=None, config_name="config")
+
+@hydra.main(config_path=None, config_name="config", **VERSION_BASE)
 def main(cfg: DictConfig) -> None:
     def build(staging: Path) -> None:
         seed = cfg.train.seed if os.environ.get("READ_SEED") else 0
