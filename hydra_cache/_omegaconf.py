@@ -181,7 +181,7 @@ def patched_reads(hook: ReadHook) -> Iterator[None]:
         hook(conf, None, None)
         return to_content(conf, *args, **kwargs)
 
-    BaseContainer._resolve_with_default = resolve_with_default  # type: ignore[method-assign,assignment]
+    BaseContainer._resolve_with_default = resolve_with_default  # type: ignore[method-assign]
     BaseContainer._to_content = staticmethod(traced_to_content)  # type: ignore[method-assign]
     try:
         yield
