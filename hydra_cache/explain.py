@@ -331,11 +331,10 @@ def _key_changed_or_never(
     ] or ["no visible value differs: a redacted value changed"]
     count = len(own) + len(causes)
     if causes and not own:
-        summary = (
-            f"key changed: {causes[0]}"
-            if len(causes) == 1
-            else f"key changed: {len(causes)} upstream cache dirs changed"
-        )
+        if len(causes) == 1:
+            summary, shown = f"key changed: {causes[0]}", []
+        else:
+            summary = f"key changed: {len(causes)} upstream cache dirs changed"
     else:
         verb = "value differs" if count == 1 else "values differ"
         summary = (

@@ -30,7 +30,13 @@ def test_second_run_hits_and_a_preprocessing_change_builds_anew(
     )
     assert third.returncode == 0, third.stderr
     assert "cache built: " in (tmp_path / "r3" / "train.log").read_text()
-    assert len(entries(cache_root)) == 2
+    assert len(entries(cache_root)) == 4  # data and, through its upstream, features anew
+
+    fourth = run([TRAIN, "hydra.run.dir=r4", "features.components=16"], cwd=tmp_path, env=env)
+    assert fourth.returncode == 0, fourth.stderr
+    log = (tmp_path / "r4" / "train.log").read_text()
+    assert re.search(r"data cache hit: ", log) and re.search(r"features cache built: ", log)
+    assert len(entries(cache_root)) == 5
 
 
 def test_joblib_sweep_over_the_model_builds_the_cache_once(
@@ -44,6 +50,6 @@ def test_joblib_sweep_over_the_model_builds_the_cache_once(
     assert done.returncode == 0, done.stderr
     logs = [p.read_text() for p in sorted((tmp_path / "sweep").glob("*/train.log"))]
     assert len(logs) == 4
-    outcomes = [re.findall(r"cache (built|hit|waited): ", log)[0] for log in logs]
+    outcomes = [re.findall(r"data cache (built|hit|waited): ", log)[0] for log in logs]
     assert outcomes.count("built") == 1, outcomes
-    assert len(entries(cache_root)) == 1
+    assert len(entries(cache_root)) == 2
