@@ -10,6 +10,7 @@ OmegaConf version. Nothing else in hydra-cache touches an underscore name of Ome
 
 from __future__ import annotations
 
+import operator
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from omegaconf.basecontainer import BaseContainer
 __all__ = [
     "child",
     "content",
+    "contents_of",
     "dereference",
     "full_key",
     "is_interpolation",
@@ -32,6 +34,7 @@ __all__ = [
     "patched_reads",
     "raw_value",
     "raw_values",
+    "raw_values_of",
     "register_resolver",
     "root_of",
     "split_key",
@@ -55,10 +58,25 @@ def raw_value(node: Node) -> Any:
 NOT_A_LEAF: Any = object()
 
 
+_LEAF_VALUE = operator.methodcaller("get", "_val", NOT_A_LEAF)
+_VALUE = operator.itemgetter("_val")
+_CONTENT = operator.itemgetter("_content")
+
+
 def raw_values(children: dict[Any, Node]) -> list[Any]:
     """Each child's raw value (:data:`NOT_A_LEAF` for containers), in order: one call per
     container instead of one per leaf, which is what the key walk's hot loop needs."""
-    return [child.__dict__.get("_val", NOT_A_LEAF) for child in children.values()]
+    return list(map(_LEAF_VALUE, map(vars, children.values())))
+
+
+def raw_values_of(nodes: list[Node]) -> list[Any]:
+    """:func:`raw_value` of many leaves in one call (the memo's snapshot check)."""
+    return list(map(_VALUE, map(vars, nodes)))
+
+
+def contents_of(containers: list[Container]) -> list[Any]:
+    """:func:`content` of many containers in one call (the memo's snapshot check)."""
+    return list(map(_CONTENT, map(vars, containers)))
 
 
 def parent(node: Node) -> Container | None:

@@ -120,16 +120,19 @@ def cache_dir(*args: Any, _parent_: Container, _node_: Node, _root_: Container) 
             f"{config_key}: ${{cache_dir:...}} takes dotted config keys, got {bad!r}; "
             "fix: write e.g. ${cache_dir:data} or ${cache_dir:data.preprocessing,.source}"
         )
-    if is_deriving():  # another entry's key is being derived: own, upstream or a cycle?
-        config_key = _omegaconf.full_key(_node_) or RESOLVER_NAME
-        try:
-            identity = _hashed_nodes(args, _omegaconf.full_key(_parent_))
-        except ConfigError as error:
-            raise CacheDirError(f"{config_key}: {error}") from None
-        enter_entry(identity, config_key)
     memo = _memo_of(_root_)
     memo_key = (id(_parent_), args)
     known = memo.get(memo_key)
+    if is_deriving():  # another entry's key is being derived: own, upstream or a cycle?
+        if known is not None:
+            enter_entry(known.identity, known.config_key)
+        else:
+            config_key = _omegaconf.full_key(_node_) or RESOLVER_NAME
+            try:
+                identity = _hashed_nodes(args, _omegaconf.full_key(_parent_))
+            except ConfigError as error:
+                raise CacheDirError(f"{config_key}: {error}") from None
+            enter_entry(identity, config_key)
     if known is not None and known.is_current():
         registry.remember_config(known.path, _root_)
         return str(known.path)
@@ -266,6 +269,7 @@ def _resolve(
         relative_to=settings.relative_to,
         machine=_machine_paths(environment[2], here),
         watch=watch,
+        cache_dir_of=resolve_cache_dir_leaf,
     )
     derived = derive(root, [(holder, parent)] if not args else nodes, context=context)
     namespace = sanitise_namespace(nodes[0] or config_key)
@@ -331,6 +335,14 @@ def _resolve(
         here if relative else None,
         tuple(used),
     )
+
+
+def resolve_cache_dir_leaf(node: Node) -> str:
+    """A ``${cache_dir:}`` leaf's path, resolved as OmegaConf would call the resolver (the key
+    walk's fast path for references to an upstream's cache dir)."""
+    holder = _omegaconf.parent(node)
+    assert holder is not None
+    return cache_dir(_parent_=holder, _node_=node, _root_=_omegaconf.root_of(node))
 
 
 def _upstream_records(upstreams: tuple[Upstream, ...]) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from typing import Any
 
 from omegaconf import AnyNode, Container, DictConfig, ListConfig, Node
@@ -54,7 +55,13 @@ def _plan(raw: str) -> tuple[bool, tuple[Piece, ...]] | None:
     return False, tuple(pieces)
 
 
-def resolve_simple(node: Node, raw: str) -> Any:
+#: Resolves a ``${cache_dir:}`` leaf (the node holding it) to its path; set by the resolver
+#: so that a reference to an upstream's cache dir skips OmegaConf's grammar too.
+CacheDirHook = Callable[[Node], Any]
+CACHE_DIR = "${cache_dir:}"
+
+
+def resolve_simple(node: Node, raw: str, hook: CacheDirHook | None = None) -> Any:
     """The value of the interpolation ``raw`` held by ``node``, or :data:`NOT_SIMPLE`."""
     if type(node) is not AnyNode:
         return NOT_SIMPLE
@@ -64,19 +71,19 @@ def resolve_simple(node: Node, raw: str) -> Any:
     whole, pieces = plan
     if whole:
         _text, dots, parts = pieces[0]
-        return _target(node, dots, parts)
+        return _target(node, dots, parts, hook)
     joined: list[str] = []
     for text, dots, parts in pieces:
         joined.append(text)
         if parts:
-            value = _target(node, dots, parts)
+            value = _target(node, dots, parts, hook)
             if value is NOT_SIMPLE:
                 return NOT_SIMPLE
             joined.append(str(value))
     return "".join(joined)
 
 
-def _target(node: Node, dots: int, parts: tuple[str, ...]) -> Any:
+def _target(node: Node, dots: int, parts: tuple[str, ...], hook: CacheDirHook | None) -> Any:
     base: Any = node
     if dots:
         for _ in range(dots):
@@ -98,6 +105,8 @@ def _target(node: Node, dots: int, parts: tuple[str, ...]) -> Any:
     if type(base) in (DictConfig, ListConfig):
         return NOT_SIMPLE
     value = raw_value(base)
+    if hook is not None and value == CACHE_DIR and type(base) is AnyNode:
+        return hook(base)
     if type(value) not in _PLAIN or (type(value) is str and ("${" in value or value == "???")):
         return NOT_SIMPLE
     return value

@@ -37,12 +37,14 @@ from hydra_cache._omegaconf import (
     NOT_A_LEAF,
     child,
     content,
+    contents_of,
     dereference,
     is_missing,
     is_none,
     object_type,
     raw_value,
     raw_values,
+    raw_values_of,
     split_key,
     value,
 )
@@ -56,7 +58,13 @@ from hydra_cache.key.payload import (
     UPSTREAM_MARKER,
     digest_of,
 )
-from hydra_cache.key.refs import NOT_SIMPLE, chain_origin, resolve_simple
+from hydra_cache.key.refs import (
+    CACHE_DIR,
+    NOT_SIMPLE,
+    CacheDirHook,
+    chain_origin,
+    resolve_simple,
+)
 from hydra_cache.key.rules import REDACTED, Origin, holds_credentials, is_secret_name, origin_of
 
 #: Nodes that never join a key (the ``hydra_cache`` node joins through its ``salt`` only).
@@ -186,15 +194,19 @@ class Snapshot:
     replacing one with a plain value must re-derive.
     """
 
-    containers: list[tuple[Container, Any, tuple[Any, ...]]] = field(default_factory=list)
+    containers: list[Container] = field(default_factory=list)
+    contents: list[Any] = field(default_factory=list)
+    children: list[tuple[Any, ...]] = field(default_factory=list)
     nodes: list[Node] = field(default_factory=list)
     raws: list[Any] = field(default_factory=list)
     interpolations: list[tuple[Node, Any]] = field(default_factory=list)
     exact: bool = True
+    hook: CacheDirHook | None = None
 
     def add_container(self, container: Container, children: Any) -> None:
-        items = tuple(children.values() if type(children) is dict else children)
-        self.containers.append((container, children, items))
+        self.containers.append(container)
+        self.contents.append(children)
+        self.children.append(tuple(children.values() if type(children) is dict else children))
 
     def add_leaf(self, node: Node, raw: Any) -> None:
         self.nodes.append(node)
@@ -203,18 +215,20 @@ class Snapshot:
     def is_current(self, identity: Identity) -> bool:
         if not self.exact:
             return False
-        for container, children, items in self.containers:
-            if content(container) is not children or len(children) != len(items):
+        if not all(map(operator.is_, contents_of(self.containers), self.contents)):
+            return False
+        for children, items in zip(self.contents, self.children):
+            if len(children) != len(items):
                 return False
             now = children.values() if type(children) is dict else children
             if not all(map(operator.is_, now, items)):
                 return False
-        if not all(map(operator.is_, [raw_value(n) for n in self.nodes], self.raws)):
+        if not all(map(operator.is_, raw_values_of(self.nodes), self.raws)):
             return False
         with deriving(identity):
             for node, expected in self.interpolations:
                 try:
-                    found, _simple = _resolve_leaf(node, raw_value(node))
+                    found, _simple = _resolve_leaf(node, raw_value(node), self.hook)
                 except Exception:
                     return False
                 if type(found) is not type(expected) or found != expected:
@@ -279,6 +293,8 @@ class Context:
     relative_to: tuple[str, ...] = ()
     machine: tuple[tuple[str, str], ...] = ()
     watch: tuple[str, ...] = ()
+    #: Resolves a plain ``${cache_dir:}`` leaf without OmegaConf's grammar (the resolver's).
+    cache_dir_of: CacheDirHook | None = None
 
 
 def derive(
@@ -442,10 +458,10 @@ def _first_line(error: BaseException) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
-def _resolve_leaf(node: Node, raw: str) -> tuple[Any, bool]:
+def _resolve_leaf(node: Node, raw: str, hook: CacheDirHook | None = None) -> tuple[Any, bool]:
     """An interpolated leaf's value, and whether it was plain references to plain values
     (the fast path, which skips OmegaConf's grammar), else OmegaConf resolves it."""
-    found = resolve_simple(node, raw)
+    found = resolve_simple(node, raw, hook)
     if found is not NOT_SIMPLE:
         return found, True
     target = dereference(node)
@@ -501,7 +517,7 @@ class _Walker:
         self.upstreams: dict[str, Upstream] = {}
         self.machine_specific: list[tuple[str, str]] = []
         self.watched: dict[str, list[str]] = {}
-        self.snapshot = Snapshot()
+        self.snapshot = Snapshot(hook=context.cache_dir_of)
         self._refresh_prefixes()
 
     def _refresh_prefixes(self) -> None:
@@ -662,9 +678,14 @@ class _Walker:
                 f"{path} is '???' (missing) but is part of a cache key; fix: give it a value "
                 f"(e.g. override {path}=...), or add '{path}' to hydra_cache.exclude"
             )
+        if raw == CACHE_DIR and self.own == (_parent_path(path),):
+            # The entry's own ${cache_dir:}: known without asking OmegaConf to resolve it.
+            self.derived.append(path)
+            self.snapshot.add_leaf(node, raw)
+            return _SKIP
         origin = origin_of(raw)
         try:
-            found, simple = _resolve_leaf(node, raw)
+            found, simple = _resolve_leaf(node, raw, self.context.cache_dir_of)
         except _ContainerTarget as target:
             origin = origin | chain_origin(node, raw)
             self._note_origin(origin, path)
@@ -732,6 +753,13 @@ class _Walker:
     def _note_origin(self, origin: Origin, path: str) -> None:
         if origin.per_run:
             self.volatile.append(path)
+
+
+def _parent_path(path: str) -> str | None:
+    """The dotted key of a dict child's container (None for a list item)."""
+    if path.endswith("]"):
+        return None
+    return path.rpartition(".")[0]
 
 
 def _holds_path(text: str, base: str) -> bool:
