@@ -82,7 +82,7 @@ class ManifestCallback(Callback):
             "job": {
                 "name": str(hydra.job.name),
                 "num": OmegaConf.select(hydra, "job.num"),
-                "override_dirname": OmegaConf.select(hydra, "job.override_dirname"),
+                "overrides": _shown_overrides(OmegaConf.select(hydra, "overrides.task") or []),
                 "output_dir": output_dir,
             },
             "started": iso_time(time.time()),
@@ -161,3 +161,17 @@ class ManifestCallback(Callback):
         self._manifest["finished"] = iso_time(time.time())
         self._manifest["job_status"] = getattr(job_return.status, "name", str(job_return.status))
         manifest.write_yaml(self._path, self._manifest)
+
+
+def _shown_overrides(overrides: list[str]) -> list[str]:
+    """The job's overrides as they may be written down: a secret one (by its key's name or its
+    value) keeps its key and loses its value."""
+    from hydra_cache.key import holds_credentials, is_secret_name, redact
+
+    shown = []
+    for override in overrides:
+        key, equals, value = str(override).partition("=")
+        name = key.lstrip("+~").rsplit(".", 1)[-1]
+        secret = is_secret_name(name) or holds_credentials(value) or "oc.env" in value
+        shown.append(f"{key}={redact(value)}" if equals and secret else str(override))
+    return shown

@@ -22,6 +22,7 @@ from typing import Any
 from hydra_cache import registry
 from hydra_cache.entry import CacheEntry
 from hydra_cache.errors import ConfigError
+from hydra_cache.key import is_redacted
 from hydra_cache.key.leafdiff import (
     LeafChange,
     leaf_diff,
@@ -317,6 +318,8 @@ def _md_text(text: str) -> str:
 
 
 def _md_change(change: LeafChange) -> str:
+    if is_redacted(change.old) or is_redacted(change.new):
+        return f"`{change.key}`: changed (secret)"
     if change.kind == "added":
         return f"`{change.key}`: (absent) → {_md(change.new)}"
     if change.kind == "removed":

@@ -21,7 +21,7 @@ from hydra_cache.key.payload import (
     canonical_json,
     digest_of,
 )
-from hydra_cache.key.rules import REDACTED, holds_credentials, is_secret_name
+from hydra_cache.key.rules import REDACTED, holds_credentials, is_redacted, is_secret_name, redact
 from hydra_cache.key.walk import (
     ALWAYS_EXCLUDED,
     Context,
@@ -64,7 +64,9 @@ __all__ = [
     "enter_entry",
     "flatten",
     "holds_credentials",
+    "is_redacted",
     "is_secret_name",
+    "redact",
     "leaf_diff",
     "payload_leaves",
     "read_node",

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hydra_cache.key.payload import UPSTREAM_PATTERN
-from hydra_cache.key.rules import REDACTED
+from hydra_cache.key.rules import is_redacted
 from hydra_cache.key.walk import child_path
 
 INPUT_PREFIX = "input "
@@ -35,7 +35,7 @@ class LeafChange:
             return f"{self.key}: (absent) -> {show(self.new)}"
         if self.kind == "removed":
             return f"{self.key}: {show(self.old)} -> (absent)"
-        if REDACTED in (self.old, self.new):
+        if is_redacted(self.old) or is_redacted(self.new):
             return f"{self.key}: changed (secret)"
         return f"{self.key}: {show(self.old)} -> {show(self.new)}"
 
@@ -49,8 +49,8 @@ def _digests(item: Any) -> list[str]:
 
 
 def show(item: Any) -> str:
-    if item == REDACTED:
-        return REDACTED
+    if is_redacted(item):
+        return "<redacted>"
     if isinstance(item, str) and "<upstream:" in item:
         return json.dumps(
             UPSTREAM_PATTERN.sub(lambda m: f"<upstream {m.group(1)[:16]}>", item),

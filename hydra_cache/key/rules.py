@@ -10,10 +10,38 @@ an environment variable or names a credential.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import re
 from dataclasses import dataclass
+from typing import Any
 
 REDACTED = "<redacted>"
+#: Fixed salt of the redaction fingerprint: the same secret gives the same fingerprint on
+#: every machine, so a changed secret shows as "changed (secret)" without being shown.
+_FINGERPRINT_SALT = b"hydra-cache redaction v1"
+_FINGERPRINT_ROUNDS = 20_000
+
+
+def redact(value: Any) -> str:
+    """A secret as it may be shown: ``<redacted:1a2b3c4d>``.
+
+    The fingerprint is 32 bits of a salted, deliberately slow PBKDF2 of the value: enough to
+    tell that a secret changed, too short and too slow to recover a secret from.
+    """
+    return _fingerprint(json.dumps(value, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=1024)
+def _fingerprint(text: str) -> str:
+    data = text.encode("utf-8", "surrogateescape")
+    derived = hashlib.pbkdf2_hmac("sha256", data, _FINGERPRINT_SALT, _FINGERPRINT_ROUNDS)
+    return f"<redacted:{derived.hex()[:8]}>"
+
+
+def is_redacted(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith("<redacted")
+
 
 #: Whole words (after splitting snake, kebab, dotted and camel case) that name a credential.
 _SECRET_WORDS = frozenset(

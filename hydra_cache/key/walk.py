@@ -65,7 +65,7 @@ from hydra_cache.key.refs import (
     chain_origin,
     resolve_simple,
 )
-from hydra_cache.key.rules import REDACTED, Origin, holds_credentials, is_secret_name, origin_of
+from hydra_cache.key.rules import Origin, holds_credentials, is_secret_name, origin_of, redact
 
 #: Nodes that never join a key (the ``hydra_cache`` node joins through its ``salt`` only).
 ALWAYS_EXCLUDED = frozenset({"hydra", "hydra_cache"})
@@ -271,7 +271,7 @@ class DerivedKey:
 
 def _redact(item: Any, path: str, paths: frozenset[str]) -> Any:
     if path in paths:
-        return REDACTED
+        return redact(item)
     if isinstance(item, dict):
         return {k: _redact(v, child_path(path, k), paths) for k, v in item.items()}
     if isinstance(item, list):
@@ -392,7 +392,8 @@ def config_values(root: Container) -> dict[str, Any]:
         found = walker.walk(root, "")
     if not isinstance(found, dict):
         return {}
-    return {"nodes": {".": found}, "redacted": sorted(walker.redacted)}
+    redacted = frozenset(walker.redacted)
+    return {"nodes": {".": _redact(found, "", redacted)}, "redacted": sorted(redacted)}
 
 
 def all_keys(root: Container) -> list[str]:
