@@ -89,21 +89,23 @@ _WORD_SPLIT = re.compile(r"[^a-z0-9]+")
 #: Credentials inside a value: URL userinfo, credential-like query parameters, auth headers.
 _SECRET_VALUE = re.compile(
     r"""(?ix)
-    [a-z][a-z0-9+.-]*://[^/\s:@]*:[^/\s@]+@          # scheme://user:password@host
-    | [a-z][a-z0-9+.-]*://[^/\s:@]{16,}@             # scheme://token@host
-    | [?&;#][\w.-]*(?:token|key|secret|sig|signature|pass|pwd|auth|credential|session
-                    |code|jwt)[\w.-]*=[^&\s]           # ?access_token=..., X-Amz-Signature=...
-    | \b(?:bearer|basic|token|digest)\s+[\w.~+/=-]{8,}  # Authorization: Bearer ...
-    | \bauthorization\s*[:=]
-    | \b(?:x-api-key|api-key|cookie|set-cookie)\s*[:=]
-    | -----BEGIN[ A-Z]*PRIVATE\ KEY-----
+    [a-z][a-z0-9+.-]{0,30}://[^/\s:@]{0,256}:[^/\s@]{1,256}@   # scheme://user:password@host
+    | [a-z][a-z0-9+.-]{0,30}://[^/\s:@]{16,256}@               # scheme://token@host
+    | [?&;#][\w.-]{0,64}?(?:token|key|secret|sig|signature|pass|pwd|auth|credential|session
+                    |code|jwt)[\w.-]{0,64}=[^&\s]              # ?access_token=...
+    | \b(?:bearer|basic|token|digest)\s{1,8}[\w.~+/=-]{8,}       # Authorization: Bearer ...
+    | \bauthorization\s{0,8}[:=]
+    | \b(?:x-api-key|api-key|cookie|set-cookie)\s{0,8}[:=]
+    | -----BEGIN[ A-Z]{0,40}PRIVATE\ KEY-----
     | \b(?:sk|pk|rk)[-_](?:live|test|proj)?[-_]?[A-Za-z0-9]{16,}  # provider API keys
     | \bgh[pousr]_[A-Za-z0-9]{20,}
     | \bxox[abpr]-[A-Za-z0-9-]{10,}
     | \bAKIA[0-9A-Z]{16}\b
-    | \beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.   # a JWT
+    | \beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.                # a JWT
     """
 )
+#: Every repetition above that precedes a required literal is bounded, so a long value (a
+#: 200 kB string) is scanned in linear time, never with quadratic backtracking.
 
 #: Interpolations whose value changes on every run.
 _PER_RUN = re.compile(
