@@ -17,6 +17,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import TESTS, clean_env, run, write_config
+from hydra_cache._omegaconf import register_resolver
 from hydra_cache.key import derive
 from hydra_cache.resolver import register, resolve_all
 from test_explain import cli
@@ -102,9 +103,7 @@ CHAIN_FORMS = {
         "down": {"l": [{"p": ["${up.cache_dir}"]}], "cache_dir": "${cache_dir:}"},
     },
 }
-OmegaConf.register_new_resolver(
-    "hc_test_files", lambda path: {"train": f"{path}/train", "test": f"{path}/test"}, replace=True
-)
+register_resolver("hc_test_files", lambda path: {"train": f"{path}/train", "test": f"{path}/test"})
 
 
 @pytest.mark.parametrize("form", list(CHAIN_FORMS))

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from omegaconf import DictConfig, OmegaConf
 
+from hydra_cache._omegaconf import register_resolver
 from hydra_cache.key import SCHEMA_VERSION, derive
 from hydra_cache.resolver import register
 
@@ -309,7 +310,7 @@ def test_secrets_and_environment_values_are_redacted_but_keyed(
 
 def test_volatile_values_are_named() -> None:
     cfg = OmegaConf.create({"data": {"a": 1, "stamp": "${now:%H%M%S}"}})
-    OmegaConf.register_new_resolver("now", lambda fmt: "123456", replace=True)
+    register_resolver("now", lambda fmt: "123456")
     assert derive(cfg, ["data"]).volatile == ("data.stamp",)
 
 
@@ -347,7 +348,7 @@ def test_fast_reference_resolution_matches_omegaconf(
     from hydra_cache.key.refs import NOT_SIMPLE
 
     fast = derive(OmegaConf.create(config), ["data"])
-    monkeypatch.setattr(key_module, "resolve_simple", lambda node, raw: NOT_SIMPLE)
+    monkeypatch.setattr(key_module, "resolve_simple", lambda node, raw, hook=None: NOT_SIMPLE)
     slow = derive(OmegaConf.create(config), ["data"])
     assert fast.payload == slow.payload and fast.key == slow.key
 
