@@ -40,7 +40,7 @@ from hydra_cache.key import (
     read_node,
     with_extra,
 )
-from hydra_cache.key.walk import is_deriving
+from hydra_cache.key.walk import holds_path, is_deriving, string_values
 from hydra_cache.roots import ENV_ROOT, Root, check_root, select_root
 from hydra_cache.settings import Settings, parse_settings
 
@@ -77,6 +77,8 @@ class ResolvedCacheDir:
     launch_dir: str | None
     #: The ``hydra_cache.inputs`` keys whose fingerprints joined this key.
     inputs_used: tuple[str, ...] = ()
+    #: (key, value, mode, base) of each input, to re-check its files on every access.
+    input_checks: tuple[tuple[str, Any, str, str], ...] = ()
 
     def is_current(self) -> bool:
         return (
@@ -84,7 +86,26 @@ class ResolvedCacheDir:
             and (self.launch_dir is None or self.launch_dir == _launch_dir())
             and self.settings_snapshot.is_current(self.identity)
             and self.derived.snapshot.is_current(self.identity)
+            and self._inputs_unchanged()
         )
+
+    def _inputs_unchanged(self) -> bool:
+        """Input files are re-fingerprinted on every access (a file rewritten after the first
+        access must not keep the old key). ``stat`` costs a stat per file; ``sha256`` re-reads
+        only files whose size, mtime or inode changed."""
+        if not self.input_checks:
+            return True
+        from hydra_cache import inputs
+
+        recorded = self.derived.payload.get("inputs") or {}
+        for key, value, mode, base in self.input_checks:
+            try:
+                digest, _shown = inputs.fingerprint(key, value, mode, base)
+            except ConfigError:
+                return False
+            if recorded.get(key) != digest:
+                return False
+        return True
 
 
 _MEMO_ATTRIBUTE = "_hydra_cache_memo"
@@ -152,7 +173,7 @@ def resolve_all(cfg: Container) -> list[ResolvedCacheDir]:
     """Every ``${cache_dir:...}`` in ``cfg`` (outside ``hydra``), resolved, in config order.
 
     Also checks what only the whole config can tell: two config keys must not share one
-    entry path, and every ``hydra_cache.inputs`` key must join some entry's key.
+    entry path.
     """
     found: list[ResolvedCacheDir] = []
     for node in _cache_dir_nodes(cfg):
@@ -181,16 +202,6 @@ def resolve_all(cfg: Container) -> list[ResolvedCacheDir]:
                 f"both would read and write one folder; fix: give one of them its own node, "
                 f"e.g. ${{cache_dir:{item.identity[0] or '.'},.}} hashing a node that differs"
             )
-    if found:
-        settings = found[0].settings
-        used = {key for item in found for key in item.inputs_used}
-        for key in settings.inputs:
-            if key not in used:
-                raise CacheDirError(
-                    f"hydra_cache.inputs: {key} joins no cache dir's key (no hashed value "
-                    f"holds its path); fix: drop {key} from hydra_cache.inputs, or reference "
-                    f"it from the node a cache dir hashes"
-                )
     return found
 
 
@@ -319,8 +330,10 @@ def _resolve(
         ),
     )
     registry.KNOWN.add(
-        path, nodes, Upstream(config_key, derived.digest, path, nodes), str(cache_root.path)
+        path, nodes, Upstream(config_key, derived.digest, path, nodes), str(cache_root.path), root
     )
+    if settings.inputs:
+        _check_inputs_used(root, settings, inputs_outside)
     registry.remember_config(path, root)
     return ResolvedCacheDir(
         path,
@@ -334,6 +347,10 @@ def _resolve(
         environment,
         here if relative else None,
         tuple(used),
+        tuple(
+            (key, OmegaConf.select(root, key, throw_on_missing=False), settings.input_mode, here)
+            for key in used
+        ),
     )
 
 
@@ -436,6 +453,41 @@ def _inputs_outside(
         if not _inside(key, nodes) and isinstance(found, str) and found:
             by_key[key] = found
     return tuple(sorted(set(by_key.values()))), by_key
+
+
+_CHECKED_INPUTS = "_hydra_cache_checked_inputs"
+_ARGUMENTS = re.compile(r"\$\{\s*" + RESOLVER_NAME + r"\s*:([^}]*)\}")
+
+
+def _check_inputs_used(root: Container, settings: Settings, values: dict[str, str]) -> None:
+    """Every ``hydra_cache.inputs`` key must join some cache dir's key (once per config): an
+    input no hashed value holds would be silently ignored, in any app, with or without the
+    manifest callback."""
+    checked: set[tuple[str, ...]] = _omegaconf.stash(root, _CHECKED_INPUTS, set)
+    if settings.inputs in checked:
+        return
+    hashed: set[str] = set()
+    for node in _cache_dir_nodes(root):
+        holder = _omegaconf.parent(node)
+        holder_key = _omegaconf.full_key(holder) if holder is not None else ""
+        for match in _ARGUMENTS.finditer(str(_omegaconf.raw_value(node))):
+            args = tuple(a.strip() for a in match.group(1).split(",") if a.strip())
+            try:
+                hashed.update(_hashed_nodes(args, holder_key))
+            except ConfigError:
+                continue
+    texts = string_values(root, sorted(hashed))
+    for key in settings.inputs:
+        if any(_inside(key, (node,)) for node in hashed):
+            continue
+        path = values.get(key)
+        if path is None or not any(holds_path(text, path) for text in texts):
+            raise ConfigError(
+                f"hydra_cache.inputs: {key} joins no cache dir's key (no hashed value holds "
+                f"its path); fix: drop {key} from hydra_cache.inputs, or reference it from the "
+                "node a cache dir hashes"
+            )
+    checked.add(settings.inputs)
 
 
 def _exists(root: Container, key: str) -> bool:

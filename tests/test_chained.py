@@ -331,3 +331,45 @@ def test_the_key_never_depends_on_the_root_or_the_machine(
 def test_derive_alone_needs_no_resolver_for_plain_configs() -> None:
     assert derive(OmegaConf.create({"data": {"a": 1}}), ["data"]).payload["schema"] == 2
     assert resolve_all(OmegaConf.create({"data": {"a": 1}})) == []
+
+
+def test_a_path_this_node_had_in_another_config_is_not_its_own_cache_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A warm start from an earlier entry of the same node joins the key; it is not 'own'."""
+    monkeypatch.setenv("HYDRA_CACHE_ROOT", str(tmp_path / "root"))
+    earlier = OmegaConf.create({"data": {"resize": 8, "cache_dir": "${cache_dir:}"}}).data.cache_dir
+    cold = OmegaConf.create({"data": {"resize": 4, "cache_dir": "${cache_dir:}"}})
+    warm = OmegaConf.create(
+        {"data": {"resize": 4, "init_from": earlier, "cache_dir": "${cache_dir:}"}}
+    )
+    assert warm.data.cache_dir != cold.data.cache_dir
+
+
+@pytest.mark.parametrize("suffix", [".tar", "-v2", "_old", "/x"])
+def test_an_upstream_path_with_a_suffix_still_joins_as_its_digest(
+    suffix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = {
+        "data": {"a": 1, "cache_dir": "${cache_dir:}"},
+        "features": {"src": "${data.cache_dir}" + suffix, "cache_dir": "${cache_dir:}"},
+    }
+    found = set()
+    for root in ("rootA", "rootB"):
+        monkeypatch.setenv("HYDRA_CACHE_ROOT", str(tmp_path / root))
+        found.add(Path(OmegaConf.create(config).features.cache_dir).name)
+    assert len(found) == 1
+
+
+def test_instantiate_control_keys_do_not_change_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hydra.utils import instantiate
+
+    monkeypatch.setenv("HYDRA_CACHE_ROOT", str(tmp_path / "root"))
+    config = {"features": {"_target_": "builtins.dict", "k": 3, "cache_dir": "${cache_dir:}"}}
+    expected = OmegaConf.create(config).features.cache_dir
+    partial = instantiate(OmegaConf.create(config).features, _partial_=True)()
+    assert partial["cache_dir"] == expected
+    flat = instantiate(OmegaConf.create(config).features, _recursive_=False)
+    assert flat["cache_dir"] == expected

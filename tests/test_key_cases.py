@@ -487,3 +487,91 @@ def test_diff_reports_a_code_only_commit_as_invalidating(tmp_path: Path) -> None
         root=tmp_path / "root",
     )  # fmt: skip
     assert "no cache invalidated" in same.stdout, same.stdout
+
+
+def test_the_memo_re_checks_input_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from omegaconf import OmegaConf
+
+    monkeypatch.setenv("HYDRA_CACHE_ROOT", str(tmp_path / "root"))
+    data = tmp_path / "train.csv"
+    data.write_text("a\n")
+    cfg = OmegaConf.create(
+        {
+            "data": {"path": str(data), "cache_dir": "${cache_dir:}"},
+            "hydra_cache": {"inputs": ["data.path"], "input_mode": "sha256"},
+        }
+    )
+    before = cfg.data.cache_dir
+    data.write_text("a\nb\n")
+    assert cfg.data.cache_dir != before
+
+
+def test_an_unused_input_is_an_error_in_a_plain_app_without_the_callback(
+    tmp_path: Path, cache_root: Path
+) -> None:
+    (tmp_path / "proj" / "data").mkdir(parents=True)
+    (tmp_path / "proj" / "data" / "train.csv").write_text("x")
+    conf = write_config(
+        tmp_path / "conf",
+        {
+            "config.yaml": f"""
+            paths:
+              root_dir: {tmp_path / "proj"}
+              train_csv: "${{paths.root_dir}}/data/train.csv"
+            data: {{batch: 4, cache_dir: "${{cache_dir:}}"}}
+            hydra_cache: {{inputs: [paths.train_csv]}}
+            """
+        },
+    )
+    done = run_probe(conf, tmp_path, root=cache_root)
+    assert done.returncode != 0
+    assert "hydra_cache.inputs: paths.train_csv joins no cache dir's key" in done.stderr
+
+
+@pytest.mark.parametrize("pattern", ["data.*", "data.?*", "*.*"])
+def test_a_wildcard_exclude_cannot_empty_a_key(
+    pattern: str, tmp_path: Path, cache_root: Path
+) -> None:
+    conf = write_config(
+        tmp_path / "conf",
+        {"config.yaml": 'data: {resize: 8, normalize: std, cache_dir: "${cache_dir:}"}\n'},
+    )
+    line = cli_error(conf, tmp_path, cache_root, f"+hydra_cache.exclude=['{pattern}']")
+    assert "leave nothing of data in its key" in line and "fix:" in line
+
+
+def test_hashing_the_settings_nodes_is_an_error(tmp_path: Path, cache_root: Path) -> None:
+    conf = write_config(
+        tmp_path / "conf",
+        {"config.yaml": 'x: {q: "${cache_dir:hydra_cache}"}\nhydra_cache: {salt: s}\n'},
+    )
+    line = cli_error(conf, tmp_path, cache_root)
+    assert "never joins a key" in line and "fix:" in line
+
+
+def test_relative_to_leaves_keys_without_paths_alone(tmp_path: Path, cache_root: Path) -> None:
+    conf = write_config(
+        tmp_path / "conf", {"config.yaml": 'data: {resize: 8, cache_dir: "${cache_dir:}"}\n'}
+    )
+    plain = keys_of(conf, tmp_path, cache_root)["data.cache_dir"]["key"]
+    rel = keys_of(conf, tmp_path, cache_root, f"+hydra_cache.relative_to={tmp_path}")
+    assert rel["data.cache_dir"]["key"] == plain
+
+
+def test_override_dirname_is_not_per_run_but_oc_select_of_output_dir_is(
+    tmp_path: Path, cache_root: Path
+) -> None:
+    conf = write_config(
+        tmp_path / "conf",
+        {
+            "config.yaml": """
+            paths: {output_dir: "${hydra:runtime.output_dir}"}
+            hop: ${paths.output_dir}
+            data: {tag: "${hydra:job.override_dirname}", cache_dir: "${cache_dir:}"}
+            c: {out: "${oc.select:hop,/x}", cache_dir: "${cache_dir:}"}
+            """
+        },
+    )
+    rows = keys_of(conf, tmp_path, cache_root)
+    assert rows["data.cache_dir"]["status"] != "per-run"
+    assert rows["c.cache_dir"]["status"] == "per-run"

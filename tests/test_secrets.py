@@ -57,6 +57,13 @@ SHAPES: dict[str, str] = {
     "through_one": "${secrets_root.a}",
     "through_two": "${secrets_root.b}",
     "mixed_env": "pre-${oc.env:HC_T2}-post",
+    "hub": "${oc.select:secrets_root.a}",
+    "hf": "hf_CANARY45abcdefghijklmnopqrstu",
+    "slack": "https://hooks.slack.com/services/T0/B0/CANARY46",
+    "gitlab": "PRIVATE-TOKEN: CANARY47",
+    "goog": "X-Goog-Api-Key CANARY48",
+    "pat": "CANARY49",
+    "mdp": "CANARY50",
 }
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from omegaconf import AnyNode, Container, DictConfig, ListConfig, Node
 
 from hydra_cache._omegaconf import child, content, parent, raw_value
-from hydra_cache.key.rules import PLAIN, Origin, is_secret_name, origin_of
+from hydra_cache.key.rules import PLAIN, SELECTED, Origin, is_secret_name, origin_of
 
 NOT_SIMPLE: Any = object()
 _PLAIN = frozenset({str, int, float, bool, type(None)})
@@ -158,7 +158,7 @@ def _chain(node: Node, raw: str, depth: int, seen: set[int]) -> Origin:
     found = origin_of(raw)
     if depth >= _MAX_DEPTH:
         return found
-    for dots, dotted in _ANY_REF.findall(raw):
+    for dots, dotted in [*_ANY_REF.findall(raw), *SELECTED.findall(raw)]:
         target = locate(node, len(dots), dotted)
         if target is None or id(target) in seen:
             continue

@@ -58,6 +58,8 @@ _SECRET_WORDS = frozenset(
         "otp",
         "dsn",
         "token",
+        "pat",
+        "mdp",
     }
 )
 #: Tokenizer settings (``pad_token``, ``eos_token``) name vocabulary, not credentials.
@@ -99,6 +101,9 @@ _SECRET_VALUE = re.compile(
     | -----BEGIN[ A-Z]{0,40}PRIVATE\ KEY-----
     | \b(?:sk|pk|rk)[-_](?:live|test|proj)?[-_]?[A-Za-z0-9]{16,}  # provider API keys
     | \bgh[pousr]_[A-Za-z0-9]{20,}
+    | \bhf_[A-Za-z0-9]{20,}
+    | hooks\.slack\.com/services/
+    | \b(?:private-token|x-goog-api-key|x-auth-token|x-access-token|proxy-authorization)\b
     | \bxox[abpr]-[A-Za-z0-9-]{10,}
     | \bAKIA[0-9A-Z]{16}\b
     | \beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.                # a JWT
@@ -110,12 +115,14 @@ _SECRET_VALUE = re.compile(
 #: Interpolations whose value changes on every run.
 _PER_RUN = re.compile(
     r"\$\{\s*(?:now\s*:|hydra\s*:\s*(?:runtime\.output_dir|job\.num|job\.id|run\.dir"
-    r"|sweep\.dir|sweep\.subdir|job\.override_dirname))"
+    r"|sweep\.dir|sweep\.subdir))"
 )
 _FROM_ENV = re.compile(r"\$\{\s*oc\.env\s*:")
 #: Interpolations that read the machine: where the app was launched.
 _FROM_MACHINE = re.compile(r"\$\{\s*hydra\s*:\s*runtime\.cwd\s*\}")
 _REFERENCE_NAMES = re.compile(r"\$\{\.*([A-Za-z_][\w.\[\]]*)\}")
+#: Keys named bare in a resolver's arguments: ``${oc.select:auth.token,default}``.
+SELECTED = re.compile(r"\$\{\s*oc\.select\s*:\s*(\.*)([A-Za-z_][\w.\[\]]*)")
 
 
 @functools.lru_cache(maxsize=8192)
@@ -170,7 +177,7 @@ PLAIN = Origin()
 @functools.lru_cache(maxsize=16384)
 def origin_of(raw: str) -> Origin:
     """The origin flags of one interpolation's text (cached: real configs repeat them)."""
-    names = _REFERENCE_NAMES.findall(raw)
+    names = _REFERENCE_NAMES.findall(raw) + [name for _dots, name in SELECTED.findall(raw)]
     return Origin(
         per_run=bool(_PER_RUN.search(raw)),
         from_env=bool(_FROM_ENV.search(raw)),

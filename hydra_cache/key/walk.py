@@ -23,6 +23,7 @@ import dataclasses
 import operator
 import re
 import sys
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -69,6 +70,9 @@ from hydra_cache.key.rules import Origin, holds_credentials, is_secret_name, ori
 
 #: Nodes that never join a key (the ``hydra_cache`` node joins through its ``salt`` only).
 ALWAYS_EXCLUDED = frozenset({"hydra", "hydra_cache"})
+#: How ``hydra.utils.instantiate`` calls a target, not what it builds: ``instantiate(node,
+#: _partial_=True)`` merges these into the node, and the key must not move with them.
+INSTANTIATE_CONTROLS = frozenset({"_partial_", "_recursive_", "_convert_"})
 
 PathStep = Union[str, int]
 #: Which entry a derivation is for: the absolute dotted keys of its hashed nodes.
@@ -156,27 +160,37 @@ class KnownEntries:
     _NAME = r"[A-Za-z0-9_.-]"
 
     def __init__(self) -> None:
-        self._by_path: dict[str, tuple[Identity, Upstream]] = {}
+        self._by_path: dict[str, tuple[Identity, Upstream, list[weakref.ref[Any]]]] = {}
         self._roots: dict[str, re.Pattern[str]] = {}
         self.roots: tuple[str, ...] = ()
 
-    def add(self, path: str, identity: Identity, upstream: Upstream, root: str) -> None:
-        self._by_path[path] = (identity, upstream)
+    def add(
+        self, path: str, identity: Identity, upstream: Upstream, root: str, config: Any = None
+    ) -> None:
+        """Remember ``path``; ``config`` is a config object it was derived from (only a path
+        derived from the *same* config can be that config's own cache dir)."""
+        known = self._by_path.get(path)
+        configs = [ref for ref in known[2] if ref() is not None] if known else []
+        if config is not None and not any(ref() is config for ref in configs):
+            configs.append(weakref.ref(config))
+        self._by_path[path] = (identity, upstream, configs)
         if root not in self._roots:
             self._roots[root] = re.compile(
                 re.escape(root.rstrip("/")) + rf"/{self._NAME}+/[0-9a-f]{{{KEY_LENGTH}}}"
-                rf"(?!{self._NAME})"
+                r"(?![0-9A-Za-z])"  # "<key>.tar", "<key>-v2" and "<key>_old" still name it
             )
             self.roots = tuple(self._roots)
 
-    def find(self, text: str) -> Iterator[tuple[int, int, Identity, Upstream]]:
-        """Each known entry path inside ``text``: (start, end, identity, upstream)."""
+    def find(self, text: str) -> Iterator[tuple[int, int, Identity, Upstream, list[Any]]]:
+        """Each known entry path inside ``text``: (start, end, identity, upstream, configs
+        that derived it)."""
         for root, pattern in self._roots.items():
             if root in text:
                 for match in pattern.finditer(text):
                     known = self._by_path.get(match.group(0))
                     if known is not None:
-                        yield match.start(), match.end(), known[0], known[1]
+                        configs = [ref() for ref in known[2]]
+                        yield match.start(), match.end(), known[0], known[1], configs
 
 
 #: Every cache path this process derived (the resolver adds each one it resolves).
@@ -317,6 +331,12 @@ def derive(
         context = Context(exclude=rules, salt=salt)
     names = [item[0] if isinstance(item, tuple) else item for item in nodes]
     for name in names:
+        if name.split(".")[0].split("[")[0] in ALWAYS_EXCLUDED:
+            raise ConfigError(
+                f"${{cache_dir:{name}}} hashes {name}, which never joins a key (Hydra's and "
+                "hydra-cache's own settings), so every config would share one entry; fix: "
+                "hash the node that describes the data"
+            )
         pattern = context.exclude.covering(name) if name else None
         if pattern is not None:
             raise ConfigError(
@@ -325,6 +345,7 @@ def derive(
                 f"keys inside {name} that do not change the entry"
             )
     walker = _Walker(context, own=identity or tuple(names))
+    walker.root = root
     hashed: dict[str, Any] = {}
     with deriving(walker.own):
         for item in nodes:
@@ -338,11 +359,16 @@ def derive(
                     "part to hydra_cache.exclude"
                 ) from None
             hashed[name or "."] = None if walked is _SKIP else walked
+            if walked in ({}, []) and walker.excluded_any:
+                raise ConfigError(
+                    f"hydra_cache.exclude: {', '.join(map(repr, context.exclude.patterns))} "
+                    f"leave nothing of {name or 'the config'} in its key, so every value there "
+                    f"would share one entry; fix: exclude only the keys inside {name or '.'} "
+                    "that do not change the entry"
+                )
     payload: dict[str, Any] = {"schema": SCHEMA_VERSION, "salt": context.salt, "nodes": hashed}
     if walker.types:
         payload["types"] = walker.types
-    if context.relative_to:
-        payload["relative_to"] = len(context.relative_to)
     digest = digest_of(payload)
     return DerivedKey(
         key=digest[:KEY_LENGTH],
@@ -394,6 +420,36 @@ def config_values(root: Container) -> dict[str, Any]:
         return {}
     redacted = frozenset(walker.redacted)
     return {"nodes": {".": _redact(found, "", redacted)}, "redacted": sorted(redacted)}
+
+
+def string_values(root: Container, names: Iterable[str]) -> list[str]:
+    """Every string value under the nodes ``names``, resolved as far as it goes (cache dirs
+    left out): what a ``hydra_cache.inputs`` path may be found in."""
+    found: list[str] = []
+
+    def collect(item: Any) -> None:
+        if isinstance(item, str):
+            found.append(item)
+        elif isinstance(item, dict):
+            for sub in item.values():
+                collect(sub)
+        elif isinstance(item, list):
+            for sub in item:
+                collect(sub)
+
+    with deriving(NO_ENTRY):
+        for name in names:
+            walker = _Walker(Context(known=None), own=NO_ENTRY, tolerant=True)
+            try:
+                collect(walker.walk(walker.locate(root, name), name))
+            except ConfigError:
+                continue
+    return found
+
+
+def holds_path(text: str, base: str) -> bool:
+    """Whether ``text`` holds the path ``base`` (or a path under it), on path boundaries."""
+    return _holds_path(text, base)
 
 
 def all_keys(root: Container) -> list[str]:
@@ -508,6 +564,10 @@ class _Walker:
     ) -> None:
         self.context = context
         self.reserved = reserved
+        #: The config being derived from (its own earlier paths are its own cache dir).
+        self.root: Any = None
+        #: Whether an exclude pattern left anything out (an emptied node is then an error).
+        self.excluded_any = False
         self.exclude = context.exclude
         self.own = own
         self.tolerant = tolerant
@@ -558,7 +618,11 @@ class _Walker:
         )
 
     def walk(self, node: Node, path: str, *, secret: bool = False) -> Any:
-        if path in self.reserved or (self.exclude and self.exclude.excludes(path)):
+        if path in self.reserved:
+            self._record_skipped(node)
+            return _SKIP
+        if self.exclude and self.exclude.excludes(path):
+            self.excluded_any = True
             self._record_skipped(node)
             return _SKIP
         if type(node) in _CONTAINERS or isinstance(node, Container):
@@ -600,6 +664,8 @@ class _Walker:
             for (key, item), raw in zip(children.items(), raw_values(children)):
                 name = key if type(key) is str else _key_name(key)
                 kind = type(raw)
+                if name in INSTANTIATE_CONTROLS:
+                    continue
                 if secret or check or raw is NOT_A_LEAF or is_secret_name(name):
                     slow = True
                 else:  # the common case, inlined: a plain value of an untouched leaf
@@ -641,8 +707,8 @@ class _Walker:
         if known is not None and known.roots:
             pieces: list[str] = []
             last = 0
-            for start, end, identity, upstream in known.find(text):
-                if identity == self.own:
+            for start, end, identity, upstream, configs in known.find(text):
+                if identity == self.own and any(config is self.root for config in configs):
                     self.derived.append(path)
                     return _SKIP
                 pieces += [text[last:start], UPSTREAM_MARKER.format(digest=upstream.digest)]
