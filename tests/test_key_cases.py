@@ -575,3 +575,21 @@ def test_override_dirname_is_not_per_run_but_oc_select_of_output_dir_is(
     rows = keys_of(conf, tmp_path, cache_root)
     assert rows["data.cache_dir"]["status"] != "per-run"
     assert rows["c.cache_dir"]["status"] == "per-run"
+
+
+def test_why_says_when_the_key_schema_changed(tmp_path: Path, cache_root: Path) -> None:
+    """An entry built by an older hydra-cache: why names the schema, not a diff of nothing."""
+    from test_explain import build
+
+    conf = write_config(
+        tmp_path / "conf", {"config.yaml": 'data: {resize: 8, cache_dir: "${cache_dir:}"}\n'}
+    )
+    build(conf, tmp_path, cache_root, "data.resize=7")  # stands for the old schema's entry
+    meta_path = next(cache_root.rglob(".hydra-cache.json"))
+    meta = json.loads(meta_path.read_text())
+    meta["payload"]["schema"] = 1
+    meta["payload"]["nodes"]["data"]["resize"] = 8
+    meta_path.write_text(json.dumps(meta))
+    done = cli(tmp_path, "why", "-cd", str(conf), root=cache_root)
+    assert done.returncode == 0, done.stderr
+    assert "hydra-cache's key schema changed (1 -> 2)" in done.stdout, done.stdout
