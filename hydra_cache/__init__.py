@@ -14,7 +14,7 @@ from hydra_cache.errors import ConfigError, HydraCacheError, LockTimeout
 
 if TYPE_CHECKING:
     from hydra_cache.callback import ManifestCallback
-    from hydra_cache.entry import CacheEntry
+    from hydra_cache.store.entry import CacheEntry
 
 __all__ = [
     "CacheEntry",
@@ -29,7 +29,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str) -> Any:
     if name == "CacheEntry":
-        from hydra_cache.entry import CacheEntry
+        from hydra_cache.store.entry import CacheEntry
 
         return CacheEntry
     if name == "ManifestCallback":

@@ -20,10 +20,10 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from hydra_cache import manifest, registry
-from hydra_cache.entry import CacheEntry
 from hydra_cache.explain import explain
-from hydra_cache.liveness import iso_time
 from hydra_cache.resolver import ResolvedCacheDir, resolve_all
+from hydra_cache.store.entry import CacheEntry
+from hydra_cache.store.liveness import iso_time
 
 log = logging.getLogger(__name__)
 

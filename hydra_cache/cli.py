@@ -73,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="leftovers (dead builds' staging folders, stale locks) older than "
         "this are removed too (default: 1h)",
     )
+    gc.add_argument(
+        "--min-idle",
+        default="1h",
+        help="never evict an entry used more recently than this: it may be in use on "
+        "another host (default: 1h)",
+    )
     _add_format(gc)
     verify = commands.add_parser("verify", help="find entries whose files changed since publish")
     verify.add_argument(
@@ -156,7 +162,7 @@ def _table(rows: list[list[str]]) -> str:
 
 def cmd_keys(args: argparse.Namespace) -> int:
     from hydra_cache import registry
-    from hydra_cache.entry import CacheEntry
+    from hydra_cache.store.entry import CacheEntry
 
     rows = []
     for item in _resolved(args):
@@ -229,12 +235,13 @@ def cmd_why(args: argparse.Namespace) -> int:
 
 def _checked_root(args: argparse.Namespace) -> Path:
     """The root named by --root (or the environment), refused if unsafe."""
-    from hydra_cache.roots import Root, check_root, select_root
+    from hydra_cache.store.roots import Root, check_root, require_root, select_root
 
     root = select_root(args.root, base_dir=os.getcwd())
     if args.root is not None:
         root = Root(root.path, "--root")
     check_root(root)
+    require_root(root.path, "--root" if args.root is not None else root.source)
     return root.path
 
 
@@ -243,7 +250,7 @@ def _when(timestamp: float) -> str:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from hydra_cache.eviction import scan
+    from hydra_cache.store.eviction import scan
 
     root = _checked_root(args)
     rows: list[dict[str, Any]] = []
@@ -279,7 +286,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    from hydra_cache import eviction
+    from hydra_cache.store import eviction
     from hydra_cache.units import parse_age, parse_size
 
     if args.max_size is None and args.older_than is None:
@@ -289,87 +296,79 @@ def cmd_gc(args: argparse.Namespace) -> int:
     max_size = parse_size(args.max_size) if args.max_size is not None else None
     older = parse_age(args.older_than) if args.older_than is not None else None
     grace = parse_age(args.grace, "--grace")
+    min_idle = parse_age(args.min_idle, "--min-idle")
     root = _checked_root(args)
-    chosen = eviction.plan(eviction.scan(root, args.namespace), max_size=max_size, older_than=older)
-    rows: list[dict[str, Any]] = []
-    for found, reason in chosen:
-        removed = False if args.dry_run else eviction.evict(found, reason, root)
-        rows.append(
-            {
-                "path": str(found.path),
-                "kind": "entry",
-                "size_bytes": found.size_bytes,
-                "reason": reason,
-                "removed": removed,
-                "dry_run": args.dry_run,
-            }
-        )
-    for orphan in eviction.orphans(root, grace, args.namespace):
-        if not args.dry_run:
-            eviction.remove_orphan(root, orphan)
-        rows.append(
-            {
-                "path": str(orphan.path),
-                "kind": "leftover",
-                "size_bytes": 0,
-                "reason": f"{orphan.kind}, {orphan.age_seconds:.0f}s old",
-                "removed": not args.dry_run,
-                "dry_run": args.dry_run,
-            }
-        )
-    verb = "would remove" if args.dry_run else "removed"
-    gone = [r for r in rows if r["removed"] or args.dry_run]
-    lines = [
-        f"{verb if r['removed'] or args.dry_run else 'skipped (in use)'} {r['path']}"
-        f"{' (' + human_size(r['size_bytes']) + ')' if r['kind'] == 'entry' else ''}: "
-        f"{r['reason']}"
-        for r in rows
-    ]
-    entries = [r for r in gone if r["kind"] == "entry"]
-    lines.append(
-        f"{verb} {len(entries)} entries, "
-        f"{human_size(sum(r['size_bytes'] for r in entries))}, and "
-        f"{len(gone) - len(entries)} leftovers"
+    report = eviction.collect(
+        root,
+        max_size=max_size,
+        older_than=older,
+        min_idle=min_idle,
+        grace=grace,
+        namespace=args.namespace,
+        dry_run=args.dry_run,
     )
+    rows = [row.as_dict(args.dry_run) for row in report.rows]
+    lines = []
+    for row in report.rows:
+        size = f" ({human_size(row.size_bytes)})" if row.kind == "entry" else ""
+        verb = {"skipped": "skipped (in use)", "failed": "failed to remove"}.get(
+            row.outcome, row.outcome
+        )
+        detail = f" [{row.detail}]" if row.detail else ""
+        lines.append(f"{verb} {row.path}{size}: {row.reason}{detail}")
+    gone = [r for r in report.rows if r.outcome in ("removed", "would remove")]
+    entries = [r for r in gone if r.kind == "entry"]
+    verb = "would remove" if args.dry_run else "removed"
+    lines.append(
+        f"{verb} {len(entries)} entries, {human_size(sum(r.size_bytes for r in entries))}, "
+        f"and {len(gone) - len(entries)} leftovers"
+    )
+    failed = [r for r in report.rows if r.outcome == "failed"]
+    if failed:
+        lines.append(f"failed to remove {len(failed)}: see the lines above")
+    if report.target_missed:
+        lines.append(
+            f"could not reach --max-size {human_size(report.max_size or 0)}: "
+            f"{human_size(report.remaining_bytes)} remain in entries that are in use or "
+            "being built"
+        )
+    lines += [f"could not journal: {text}" for text in report.journal_errors]
     _emit(args, rows, "\n".join(lines))
     return EXIT_OK
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from hydra_cache import integrity
-    from hydra_cache.entry import METADATA_NAME, CacheEntry
-    from hydra_cache.eviction import scan
-    from hydra_cache.locking import EntryLock
+    from hydra_cache.store.verify import verify
 
     root = _checked_root(args)
-    rows: list[dict[str, Any]] = []
-    for found in scan(root, args.namespace):
-        entry = CacheEntry(found.path)
-        recorded = found.metadata.get("files") or {}
-        problems = integrity.damage(found.path, recorded, skip=METADATA_NAME)
-        if not problems:
-            continue
-        row: dict[str, Any] = {"path": str(found.path), "problems": problems, "moved_to": None}
-        if args.repair:
-            lock = EntryLock(entry.lock_path, entry.lock_mode, str(found.path))
-            if lock.acquire(0):
-                try:
-                    row["moved_to"] = str(integrity.quarantine(root, found.path, problems))
-                finally:
-                    lock.release()
-        rows.append(row)
+    findings = verify(root, args.namespace, repair=args.repair)
+    rows: list[dict[str, Any]] = [
+        {
+            "path": str(f.path),
+            "verdict": f.verdict,
+            "problems": f.problems,
+            "moved_to": str(f.moved_to) if f.moved_to else None,
+            "note": f.note,
+        }
+        for f in findings
+    ]
     lines = []
-    for row in rows:
-        moved = f" (moved to {row['moved_to']})" if row["moved_to"] else ""
-        lines.append(f"damaged {row['path']}{moved}")
-        lines += [f"    {problem}" for problem in row["problems"]]
+    for finding in findings:
+        moved = f" (moved to {finding.moved_to})" if finding.moved_to else ""
+        note = f" ({finding.note})" if finding.note else ""
+        if finding.verdict == "evicted":
+            lines.append(f"evicted {finding.path} while verify ran (not damage)")
+            continue
+        lines.append(f"{finding.verdict} {finding.path}{moved}{note}")
+        lines += [f"    {problem}" for problem in finding.problems]
+    damaged = [f for f in findings if f.verdict == "damaged"]
     lines.append(
-        f"{len(rows)} damaged entries under {root}"
-        if rows
+        f"{len(damaged)} damaged entries under {root}"
+        if damaged
         else f"all entries under {root} are intact"
     )
     _emit(args, rows, "\n".join(lines))
-    return EXIT_FINDING if rows else EXIT_OK
+    return EXIT_FINDING if damaged else EXIT_OK
 
 
 def _override_sets(args: argparse.Namespace) -> list[list[str]]:

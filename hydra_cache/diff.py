@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from hydra_cache import registry
-from hydra_cache.entry import CacheEntry
 from hydra_cache.errors import ConfigError
 from hydra_cache.key import is_redacted
 from hydra_cache.key.leafdiff import (
@@ -30,6 +29,7 @@ from hydra_cache.key.leafdiff import (
     root_causes,
     upstream_records,
 )
+from hydra_cache.store.entry import CacheEntry
 from hydra_cache.units import human_duration, human_size
 
 MARKER = "<!-- hydra-cache-diff -->"

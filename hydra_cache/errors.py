@@ -21,3 +21,11 @@ class LockTimeout(HydraCacheError, TimeoutError):
 
 class UnsafePathError(HydraCacheError, OSError):
     """Something that may have been planted (a symlink, a FIFO) sits where hydra-cache writes."""
+
+
+class NotAnEntryError(HydraCacheError, FileExistsError):
+    """Something that is not a cache entry sits at an entry's path: never moved or deleted."""
+
+
+class DamagedEntryError(HydraCacheError, OSError):
+    """``verify_on_hit`` found an entry damaged again right after rebuilding it."""

@@ -24,8 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hydra_cache import journal
-from hydra_cache.entry import METADATA_NAME, CacheEntry, EntryState
 from hydra_cache.key.leafdiff import (
     CODE_PREFIX,
     INPUT_PREFIX,
@@ -36,6 +34,8 @@ from hydra_cache.key.leafdiff import (
     upstream_records,
 )
 from hydra_cache.registry import EntryInfo
+from hydra_cache.store import journal
+from hydra_cache.store.entry import METADATA_NAME, CacheEntry, EntryState
 from hydra_cache.units import human_duration, human_size
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra_cache.errors import ConfigError
-from hydra_cache.liveness import iso_time
+from hydra_cache.store.liveness import iso_time
 
 MAX_INPUT_FILES = 100_000
 _content_hashes: dict[tuple[str, int, int, int], str] = {}

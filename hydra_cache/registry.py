@@ -1,6 +1,6 @@
 """What this process derived and did for each cache path.
 
-The resolver fills it (config -> key -> path); :class:`~hydra_cache.entry.CacheEntry` reads it
+The resolver fills it (config -> key -> path); :class:`~hydra_cache.store.entry.CacheEntry` reads it
 when it publishes, to put the digest, the redacted payload and the run into the entry's
 metadata, and records what each ``get_or_build`` did so the manifest callback can report it at
 the end of the job. Nothing here knows about Hydra or about disks.
@@ -8,14 +8,30 @@ the end of the job. Nothing here knows about Hydra or about disks.
 
 from __future__ import annotations
 
+import logging
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
-from hydra_cache.key.walk import KNOWN
+if TYPE_CHECKING:
+    from hydra_cache.key.walk import KNOWN
 
-#: Every cache path this process derived, so keys recognise them inside plain strings.
+log = logging.getLogger(__name__)
+
+#: ``KNOWN`` (every cache path this process derived, so keys recognise them inside plain
+#: strings) lives in key.walk; it is reached through this module lazily, so the store, which
+#: reads this registry, never imports OmegaConf.
 __all__ = ["KNOWN", "EntryInfo", "Outcome"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "KNOWN":
+        from hydra_cache.key.walk import KNOWN
+
+        return KNOWN
+    raise AttributeError(f"module 'hydra_cache.registry' has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -92,3 +108,34 @@ def outcome(path: str) -> Outcome | None:
 def forget_outcomes() -> None:
     """Called at job start: a joblib worker runs many jobs in one process."""
     _outcomes.clear()
+
+
+def audited_build(path: str, build: Callable[[Path], object], staging: Path) -> list[str] | None:
+    """Run ``build`` recording which config values it reads; return those outside the key.
+
+    Lives here, with the Hydra glue, so the store never imports OmegaConf: the store asks for
+    an audited build, and this looks up the config that derived ``path``.
+    """
+    info = lookup(path)
+    config = config_of(path)
+    if info is None or config is None:
+        log.warning(
+            "cannot audit the build of %s: its path was not resolved from a config in this process",
+            path,
+        )
+        build(staging)
+        return None
+    from hydra_cache.audit import recording
+
+    with recording(config, info.covered, info.excluded) as recorder:
+        build(staging)
+    uncovered = recorder.uncovered()
+    for key in uncovered:
+        log.warning(
+            "build of %s read %s, which is not part of its key: runs that differ "
+            "only in %s will share this entry",
+            info.config_key,
+            key,
+            key,
+        )
+    return uncovered

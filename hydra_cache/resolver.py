@@ -41,8 +41,8 @@ from hydra_cache.key import (
     with_extra,
 )
 from hydra_cache.key.walk import holds_path, is_deriving, string_values
-from hydra_cache.roots import ENV_ROOT, Root, check_root, select_root
 from hydra_cache.settings import Settings, parse_settings
+from hydra_cache.store.roots import ENV_ROOT, Root, check_root, select_root
 
 log = logging.getLogger(__name__)
 

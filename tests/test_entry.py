@@ -13,7 +13,7 @@ import pytest
 
 from conftest import BUILDER, spawn
 from hydra_cache import CacheEntry
-from hydra_cache.entry import METADATA_NAME
+from hydra_cache.store.entry import METADATA_NAME
 
 
 def finish(process: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str, str]:
@@ -203,13 +203,27 @@ def test_waiter_says_whom_it_waits_for_and_can_time_out(tmp_path: Path) -> None:
     assert len(builds(log)) == 1
 
 
-def test_a_stray_folder_at_the_path_is_moved_aside_not_built_into(tmp_path: Path) -> None:
-    path = tmp_path / "ns" / "1111111111111111"
-    path.mkdir(parents=True)
-    (path / "stray").write_text("from a half-finished rm -rf")
-    CacheEntry(path).get_or_build(lambda s: (s / "good").write_text("1"))
-    assert sorted(p.name for p in path.iterdir()) == [METADATA_NAME, "good"]
-    assert leftovers(path) == []
+def test_a_folder_that_is_not_an_entry_is_refused_by_name_and_left_alone(tmp_path: Path) -> None:
+    """Issue 11, defect 4: get_or_build moved a user's folder aside and deleted it silently."""
+    features = tmp_path / "outputs" / "features"
+    features.mkdir(parents=True)
+    (features / "embeddings.npy").write_bytes(b"\x93NUMPY precious")
+    builder = spawn(BUILDER, str(features), str(tmp_path / "log"))
+    _out, err = builder.communicate(timeout=60)
+    assert builder.returncode == 1
+    error = [line for line in err.splitlines() if line.startswith("ERROR")]
+    assert error == [
+        f"ERROR NotAnEntryError: {features} is a folder that holds files, not a hydra-cache "
+        "entry (it has no .hydra-cache.json): refusing to replace or remove it; fix: move it "
+        "away, or give the cache entry another path"
+    ]
+    assert [p.name for p in features.iterdir()] == ["embeddings.npy"]
+    assert (features / "embeddings.npy").read_bytes() == b"\x93NUMPY precious"
+    assert sorted(p.name for p in features.parent.iterdir()) == ["features", "features.lock"]
+    empty = tmp_path / "ns" / "1111111111111111"
+    empty.mkdir(parents=True)  # an empty folder holds nothing to lose: built into place
+    CacheEntry(empty).get_or_build(lambda s: (s / "good").write_text("1"))
+    assert sorted(p.name for p in empty.iterdir()) == [METADATA_NAME, "good"]
 
 
 def test_a_hit_refreshes_the_last_used_mark_at_most_once_a_minute(tmp_path: Path) -> None:

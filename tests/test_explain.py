@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from conftest import BUILDER, clean_env, run, run_probe, spawn, write_config
-from hydra_cache import journal
+from hydra_cache.store import journal
 
 CONF = {
     "config.yaml": """
@@ -106,7 +106,7 @@ def test_c_deleted_outside_hydra_cache(conf: Path, tmp_path: Path, cache_root: P
 
 def test_d_evicted_by_gc(conf: Path, tmp_path: Path, cache_root: Path) -> None:
     build(conf, tmp_path, cache_root)
-    done = cli(tmp_path, "gc", "--max-size", "0", root=cache_root)
+    done = cli(tmp_path, "gc", "--max-size", "0", "--min-idle", "0s", root=cache_root)
     assert done.returncode == 0, done.stderr
     assert "removed 1 entries" in done.stdout
     found = why(conf, tmp_path, cache_root)

@@ -15,11 +15,10 @@ from typing import Any
 
 import pytest
 
-import hydra_cache.entry
-import hydra_cache.journal
 from conftest import report
-from hydra_cache import CacheEntry, integrity, journal
-from hydra_cache.entry import METADATA_NAME
+from hydra_cache import CacheEntry
+from hydra_cache.store import integrity, journal
+from hydra_cache.store.entry import METADATA_NAME
 
 STEPS = ["mkdir", "rename", "replace", "fsync", "pwrite", "ftruncate"]
 ERRORS = [errno.ENOSPC, errno.EIO, errno.EXDEV]
@@ -96,44 +95,16 @@ def test_a_failure_at_every_call_of_every_publish_step(
     )
 
 
-class FailingFile:
-    """A file opened for writing whose writes fail (a full disk, an I/O error)."""
-
-    def __init__(self, handle: Any, error: int) -> None:
-        self.handle, self.error = handle, error
-
-    def __enter__(self) -> FailingFile:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.handle.close()
-
-    def write(self, text: str) -> int:
-        raise OSError(self.error, os.strerror(self.error))
-
-    def flush(self) -> None:
-        self.handle.flush()
-
-    def fileno(self) -> int:
-        return int(self.handle.fileno())
-
-
 @pytest.mark.parametrize("error", ERRORS, ids=[errno.errorcode[e] for e in ERRORS])
 def test_a_failed_write_of_the_metadata_leaves_a_miss(
     error: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_open = open
-
-    def failing_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
-        handle = real_open(file, mode, *args, **kwargs)
-        return FailingFile(handle, error) if "w" in mode else handle
-
     path = tmp_path / "root" / "ns" / "0000000000000001"
-    monkeypatch.setattr(hydra_cache.entry, "open", failing_open, raising=False)
-    with pytest.raises(OSError) as raised:
-        CacheEntry(path).get_or_build(build)
+    with monkeypatch.context() as patch:
+        Fault(patch, "write", 0, error)  # the first os.write of a build is the metadata's
+        with pytest.raises(OSError) as raised:
+            CacheEntry(path).get_or_build(build)
     assert raised.value.errno == error
-    monkeypatch.undo()
     assert miss_or_valid(path) == "miss" and not CacheEntry(path).leftovers()
     CacheEntry(path).get_or_build(build)
     assert miss_or_valid(path) == "valid"
@@ -145,7 +116,7 @@ def test_a_failed_journal_write_keeps_the_published_entry(
     def full_disk(*args: Any, **kwargs: Any) -> Any:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(hydra_cache.journal, "open", full_disk, raising=False)
+    monkeypatch.setattr(journal, "_open_journal", full_disk)
     path = tmp_path / "root" / "ns" / "0000000000000002"
     entry = CacheEntry(path)
     entry.get_or_build(build)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -13,16 +14,18 @@ from pathlib import Path
 import pytest
 
 from conftest import BUILDER, clean_env, run, spawn
-from hydra_cache import CacheEntry, journal
-from hydra_cache.entry import METADATA_NAME
-from hydra_cache.errors import UnsafePathError
+from hydra_cache import CacheEntry
+from hydra_cache.errors import NotAnEntryError, UnsafePathError
 from hydra_cache.explain import explain
+from hydra_cache.store import inuse, journal
+from hydra_cache.store.entry import METADATA_NAME
 from test_reliability import check_whole
 
 
 def make(root: Path, key: str, *, ns: str = "ns", age: float = 0.0, size: int = 10) -> Path:
     path = root / ns / key
     CacheEntry(path).get_or_build(lambda s: (s / "data").write_text("x" * size))
+    inuse.release(path)  # this test process is not a user of the entries it makes for gc
     if age:
         stamp = time.time() - age
         os.utime(path / METADATA_NAME, (stamp, stamp))
@@ -30,6 +33,9 @@ def make(root: Path, key: str, *, ns: str = "ns", age: float = 0.0, size: int = 
 
 
 def cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the CLI; gc gets --min-idle 0 unless the test sets it (entries here are fresh)."""
+    if args[0] == "gc" and "--min-idle" not in args:
+        args = (*args, "--min-idle", "0s")
     return run(["-m", "hydra_cache", *args], cwd=cwd, env=clean_env())
 
 
@@ -137,6 +143,7 @@ def test_verify_finds_changed_truncated_removed_and_extra_files(tmp_path: Path) 
         CacheEntry(path).get_or_build(
             lambda s: [(s / f"f{i}").write_text("abcdef" * 100) for i in range(2)]
         )
+        inuse.release(path)
         paths.append(path)
         if damage == "change":
             (path / "f0").write_text("ABCDEF" * 100)
@@ -225,7 +232,7 @@ def test_new_roots_are_private_unless_shared(tmp_path: Path) -> None:
     private = tmp_path / "private-root"
     make(private, "a" * 16)
     assert private.stat().st_mode & 0o7777 == 0o700
-    from hydra_cache.roots import ensure_root
+    from hydra_cache.store.roots import ensure_root
 
     ensure_root(tmp_path / "group-root", shared=True)
     assert (tmp_path / "group-root").stat().st_mode & 0o7777 == 0o2770
@@ -249,12 +256,14 @@ def test_planted_links_and_fifos_at_the_lock_are_refused(plant: str, tmp_path: P
     assert not (tmp_path / "victim").exists()
 
 
-def test_a_fifo_at_the_metadata_path_is_no_hit_and_never_blocks(tmp_path: Path) -> None:
+def test_a_fifo_at_the_metadata_path_is_no_hit_never_blocks_and_is_left_alone(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "root" / "ns" / ("c" * 16)
     path.mkdir(parents=True)
     os.mkfifo(path / METADATA_NAME)
     entry = CacheEntry(path)
     assert not entry.ready and entry.metadata() is None
-    entry.get_or_build(lambda s: (s / "f").write_text("ok"))
-    assert entry.last_outcome == "built" and (path / "f").read_text() == "ok"
-    assert (path / METADATA_NAME).is_file()
+    with pytest.raises(NotAnEntryError, match="not a hydra-cache entry"):
+        entry.get_or_build(lambda s: (s / "f").write_text("ok"))
+    assert stat.S_ISFIFO(os.lstat(path / METADATA_NAME).st_mode)

@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 
 from conftest import BUILDER, TESTS, clean_env, report, spawn
-from hydra_cache import CacheEntry, integrity
-from hydra_cache.entry import METADATA_NAME
+from hydra_cache import CacheEntry
+from hydra_cache.store import integrity
+from hydra_cache.store.entry import METADATA_NAME
 
 RACER = TESTS / "apps" / "racer.py"
 
@@ -138,8 +139,9 @@ def test_with_flock_a_no_op_racers_duplicate_work_but_never_mix(
 READER = """
 import json, os, sys, time, random
 from pathlib import Path
-from hydra_cache import CacheEntry, integrity
-from hydra_cache.entry import METADATA_NAME
+from hydra_cache import CacheEntry
+from hydra_cache.store import integrity
+from hydra_cache.store.entry import METADATA_NAME
 root, seconds = Path(sys.argv[1]), float(sys.argv[2])
 rng = random.Random(os.getpid())
 stats = {"reads": 0, "torn": 0, "vanished": 0, "rebuilds": 0, "errors": 0}

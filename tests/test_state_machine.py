@@ -17,9 +17,12 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from hydra_cache import CacheEntry, integrity
-from hydra_cache.entry import METADATA_NAME
-from hydra_cache.eviction import evict, plan, scan
+from hydra_cache import CacheEntry
+from hydra_cache.errors import DamagedEntryError
+from hydra_cache.store import integrity, inuse
+from hydra_cache.store.entry import METADATA_NAME
+from hydra_cache.store.eviction import collect
+from hydra_cache.store.verify import verify
 
 KEYS = [f"{n:016x}" for n in range(3)]
 
@@ -39,6 +42,7 @@ class CacheMachine(RuleBasedStateMachine):
         return self.root / "ns" / key
 
     def teardown(self) -> None:
+        inuse.release()
         shutil.rmtree(self.root.parent, ignore_errors=True)
 
     @rule(key=st.sampled_from(KEYS))
@@ -52,7 +56,11 @@ class CacheMachine(RuleBasedStateMachine):
 
     @rule(key=st.sampled_from(KEYS))
     def get_verified(self, key: str) -> None:
-        CacheEntry(self.path(key), verify_on_hit=True).get_or_build(writer)
+        try:
+            CacheEntry(self.path(key), verify_on_hit=True).get_or_build(writer)
+        except DamagedEntryError:  # damaged again since this process rebuilt it: no loop
+            assert self.model[key] == "corrupt"
+            return
         self.model[key] = "intact"
 
     @rule(key=st.sampled_from(KEYS), point=st.integers(0, 4))
@@ -92,22 +100,34 @@ class CacheMachine(RuleBasedStateMachine):
             (self.path(key) / "part1").write_text("corrupted\n")
             self.model[key] = "corrupt"
 
+    @rule(key=st.sampled_from(KEYS))
+    def stop_using(self, key: str) -> None:
+        """This process stops using an entry (as if the job that read it exited)."""
+        inuse.release(self.path(key))
+
     @rule(max_size=st.sampled_from([0, 2000, 10**9]))
     def gc(self, max_size: int) -> None:
-        for found, reason in plan(scan(self.root), max_size=max_size):
-            evict(found, reason, self.root)
+        used = {key for key in KEYS if inuse.holds(str(self.path(key)), self._inode(key))}
+        collect(self.root, max_size=max_size, min_idle=0, grace=0)
+        for key in used:
+            assert CacheEntry(self.path(key)).ready, "gc evicted an entry this process uses"
         for key in KEYS:
             if not CacheEntry(self.path(key)).ready:
                 self.model[key] = "absent"
 
+    def _inode(self, key: str) -> int:
+        try:
+            return os.lstat(self.path(key) / METADATA_NAME).st_ino
+        except OSError:
+            return -1
+
     @rule()
     def verify_repair(self) -> None:
-        for found in scan(self.root):
-            meta = CacheEntry(found.path).metadata() or {}
-            problems = integrity.damage(found.path, meta.get("files", {}), skip=METADATA_NAME)
-            if problems:
-                integrity.quarantine(self.root, found.path, problems)
-                self.model[found.key] = "absent"
+        for finding in verify(self.root, repair=True):
+            assert finding.verdict == "damaged", finding
+            assert self.model[finding.path.name] == "corrupt", finding
+            if finding.moved_to is not None:
+                self.model[finding.path.name] = "absent"
 
     @invariant()
     def entries_are_what_the_model_says(self) -> None:

@@ -9,6 +9,8 @@ only prevents duplicate work: correctness comes from the atomic publish.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import logging
 import os
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from hydra_cache.errors import UnsafePathError
-from hydra_cache.liveness import hostname
+from hydra_cache.store.liveness import CLOCK_TOLERANCE, hostname, process_alive
 
 log = logging.getLogger(__name__)
 
@@ -160,13 +162,8 @@ class EntryLock:
             self._impl.release()
 
     def held_elsewhere(self) -> bool:
-        """Whether another process holds the lock now (probes without waiting)."""
-        if not os.path.lexists(self.lock_path):
-            return False
-        if self.acquire(0):
-            self.release()
-            return False
-        return True
+        """Whether another process holds the lock now (probes without waiting or writing)."""
+        return probe(self.lock_path)
 
     def _write_holder(self, fd: int) -> None:
         """Called by filelock right after it acquires: record who builds, for waiters."""
@@ -183,8 +180,52 @@ class EntryLock:
         holder = read_holder(self.lock_path)
         if not holder:
             return "another process"
-        age = time.time() - float(holder.get("since", time.time()))
-        who = f"{holder.get('host')}:{holder.get('pid')} (holding the lock for {age:.0f}s)"
+        since = float(holder.get("since", time.time()))
+        seconds = time.time() - since
+        held = (
+            f"holding the lock since {time.strftime('%H:%M:%S', time.localtime(since))}, "
+            "by its clock, which is ahead of ours"
+            if seconds < -CLOCK_TOLERANCE
+            else f"holding the lock for {max(seconds, 0.0):.0f}s"
+        )
+        who = f"{holder.get('host')}:{holder.get('pid')} ({held})"
         if holder.get("host") != hostname():
             who += f"; if that process is gone, remove {self.lock_path}"
         return who
+
+
+def probe(lock_path: Path) -> bool:
+    """Whether someone holds the lock at ``lock_path`` right now; writes nothing.
+
+    A flock is probed through a read-only descriptor (a flock held in another PID namespace
+    or, on filesystems that forward it, on another host, still conflicts). A soft lock's
+    marker counts as held unless its creator is known to be dead on this host. Anything that
+    is not a regular file (a planted link or FIFO) is not a lock of ours: not held.
+    """
+    try:
+        fd = os.open(lock_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return True
+            if error.errno not in (errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP):
+                raise
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        head = os.pread(fd, 256, 0)
+    finally:
+        os.close(fd)
+    if head[:1].isdigit():  # a soft lock's marker: pid, host
+        lines = head.decode("utf-8", "replace").splitlines()
+        try:
+            pid, host = int(lines[0]), lines[1] if len(lines) > 1 else "?"
+        except (ValueError, IndexError):
+            return True
+        return process_alive(host, pid) is not False
+    return False
