@@ -549,6 +549,89 @@ def bench_scale(work: Path, entries: int, runs: int) -> list[Row]:
     return rows
 
 
+# ---------------------------------------------------------------------------- publish
+
+
+def _write_files(folder: Path, count: int, size: int, block: bytes) -> None:
+    for number in range(count):
+        with open(folder / f"part{number:05d}.bin", "wb") as handle:
+            handle.write(number.to_bytes(8, "little"))
+            handle.write(block[: size - 8])
+
+
+def bench_publish(work: Path, count: int, size: int, repeat: int) -> list[Row]:
+    """get_or_build of ``count`` files of ``size`` bytes against the durable floor: the same
+    files written, then ``sync``. Every sample starts with nothing dirty in the page cache,
+    and the two are interleaved so drift hits both alike."""
+    block = os.urandom(size)
+    total = count * size
+    label = (
+        f"{total / 1e9:.0f} GB in {count:,} files"
+        if total >= 1e9
+        else f"{count:,} files of {size // 1024} KiB"
+        if size >= 1024
+        else f"{count:,} files of {size} B"
+    )
+    floor_times, our_times = [], []
+    for sample in range(repeat):
+        floor_dir = work / f"floor-{sample}"
+        floor_dir.mkdir(parents=True)
+        os.sync()
+        started = time.perf_counter()
+        _write_files(floor_dir, count, size, block)
+        subprocess.run(["sync"], check=True)
+        floor_times.append(time.perf_counter() - started)
+        path = work / "root" / "bench" / f"{sample:016x}"
+        os.sync()
+        started = time.perf_counter()
+        CacheEntry(path).get_or_build(lambda staging: _write_files(staging, count, size, block))
+        our_times.append(time.perf_counter() - started)
+        shutil.rmtree(floor_dir)
+        print(
+            f"publish {label}: floor {floor_times[-1]:.2f} s, ours {our_times[-1]:.2f} s",
+            file=sys.stderr,
+        )
+    ours, floor = statistics.median(our_times), statistics.median(floor_times)
+    rows = [
+        Row(
+            f"publish: get_or_build writing {label}",
+            ours,
+            "durable floor: same files written, then sync",
+            floor,
+            target="<= 1.3x",
+        )
+    ]
+    entry = work / "root" / "bench" / f"{0:016x}"
+    names = sorted(str(p) for p in entry.iterdir() if p.name.startswith("part"))
+    from hydra_cache.store.verify import problems_of
+
+    def ours_verify() -> None:
+        assert problems_of(entry) == []
+
+    listing = "\0".join(names).encode()
+
+    def b2sum() -> None:  # xargs: 20,000 names do not fit on one command line
+        subprocess.run(
+            ["xargs", "-0", "b2sum"], input=listing, check=True, stdout=subprocess.DEVNULL
+        )
+
+    if shutil.which("b2sum"):
+        ours_v = median_time(ours_verify, repeat=max(3, repeat))
+        theirs_v = median_time(b2sum, repeat=max(3, repeat))
+        rows.append(
+            Row(
+                f"verify: re-hash {label} (page cache warm)",
+                ours_v,
+                "b2sum over the same files",
+                theirs_v,
+                target="<= 1.25x",
+                notes="time ratio; <= 1.25x is >= 0.8x b2sum's throughput",
+            )
+        )
+    shutil.rmtree(work / "root")
+    return rows
+
+
 # ---------------------------------------------------------------------------- report
 
 
@@ -617,6 +700,9 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=HERE / "results" / "latest.json")
     parser.add_argument("--chart", type=Path, help="write a PNG chart (needs matplotlib)")
     parser.add_argument("--replot", type=Path, help="only redraw --chart from a saved --json")
+    parser.add_argument(
+        "--only", choices=["publish"], help="run only this group of rows (and print them)"
+    )
     args = parser.parse_args()
     if args.replot:
         saved = json.loads(args.replot.read_text())["rows"]
@@ -626,8 +712,20 @@ def main() -> int:
     quick = args.quick
     repeat = 5 if quick else 15
     rows: list[Row] = []
-    with tempfile.TemporaryDirectory(prefix="hydra-cache-bench-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="hydra-cache-bench-", dir=HERE) as scratch:
         work = Path(scratch)
+        publish_sizes = (
+            [(100, 640 << 10, 3), (2000, 1024, 3)]
+            if quick
+            else [(1000, 1_000_000, 3), (20_000, 1024, 5)]
+        )
+        if args.only == "publish":
+            for count, size, times in publish_sizes:
+                rows += bench_publish(work / f"publish-{count}", count, size, times)
+            for row in rows:
+                check(row)
+            print(table(rows))
+            return 0
         for leaves in (50, 5000) if quick else (50, 5000, 50000):
             for interpolated in (False, True):
                 rows += bench_derivation(leaves, interpolated, 3 if leaves > 5000 else repeat)
@@ -645,6 +743,8 @@ def main() -> int:
         scale_dir = work / "scale"
         scale_dir.mkdir()
         rows += bench_scale(scale_dir, 1000 if quick else 10000, 1 if quick else 3)
+        for count, size, times in publish_sizes:
+            rows += bench_publish(work / f"publish-{count}", count, size, times)
     for row in rows:
         check(row)
     print(table(rows))

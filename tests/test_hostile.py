@@ -256,6 +256,24 @@ YAML_CASES: list[tuple[str, str, Setup | None, str]] = [
         r"hydra_cache\.root: .*gone is a dangling symlink",
     ),
     (
+        "root normalises to /",
+        BASE,
+        lambda t: ["+hydra_cache.root=" + "../" * (len(t.parts) + 2) + "etc/.."],
+        r"hydra_cache\.root: cache root / is a system or home folder",
+    ),
+    (
+        "root is a system folder",
+        BASE,
+        lambda t: ["+hydra_cache.root=/etc/hydra"],
+        r"hydra_cache\.root: cache root /etc/hydra is a system or home folder",
+    ),
+    (
+        "root is blank",
+        BASE,
+        lambda t: ["+hydra_cache.root='  '"],
+        r"hydra_cache\.root must be a non-empty path string, not '  '",
+    ),
+    (
         "override of an unknown key",
         BASE,
         lambda t: ["data.nope=1"],
@@ -295,6 +313,22 @@ CLI_CASES: list[tuple[str, list[str], str]] = [
         r"--config-dir .*no-such-dir: no such directory",
     ),
     ("unknown command", ["frobnicate"], r"invalid choice: 'frobnicate'"),
+    (
+        "gc root is not a hydra-cache root",
+        ["gc", "--max-size", "0", "--root", "{tmp}"],
+        r"--root .* is not a hydra-cache root \(it has no \.hydra-cache/ folder\)",
+    ),
+    (
+        "verify root is not a hydra-cache root",
+        ["verify", "--repair", "--root", "{tmp}"],
+        r"--root .* is not a hydra-cache root",
+    ),
+    (
+        "ls root is not a hydra-cache root",
+        ["ls", "--root", "{tmp}"],
+        r"--root .* is not a hydra-cache root",
+    ),
+    ("gc root normalises to /", ["gc", "--max-size", "0", "--root", "/usr/.."], r"is a system"),
 ]
 
 

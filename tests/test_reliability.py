@@ -34,7 +34,11 @@ def check_whole(path: Path) -> str | None:
     problems = integrity.damage(path, meta["files"], skip=METADATA_NAME)
     if problems:
         return "; ".join(problems)
-    owners = {(path / name).read_text().splitlines()[0] for name in meta["files"]}
+    owners = {
+        (path / name).read_text().splitlines()[0]
+        for name, record in meta["files"].items()
+        if "sha256" in record or "blake2b" in record  # files, not folders or links
+    }
     return None if owners == {str(meta["pid"])} else f"mixed: {owners}"
 
 

@@ -1,12 +1,16 @@
 """A real builder process for the entry tests: races, kills and broken locks.
 
 usage: builder.py PATH LOG [--files N] [--sleep S] [--kill-at POINT] [--noop-flock]
-       [--start-file F] [--timeout T] [--log-interval S] [--fail]
+       [--start-file F] [--timeout T] [--log-interval S] [--fail] [--nested] [--fifo]
+       [--empty-dir] [--dir-link] [--copy-metadata FROM] [--read-for S] [--verify-on-hit]
 
 Each build appends ``BUILD <pid>`` to LOG and writes N files holding its pid, sleeping S
 seconds between files, so a mixed entry would show two pids. ``--kill-at`` SIGKILLs this
 process for real at one point of the publish: ``build`` (mid-build), ``fsync``, ``metadata``
 (just before the metadata file is moved into place) or ``rename`` (just before the publish).
+``--nested`` writes the parts two folders deep (so the staging folder's own mtime never
+moves), ``--fifo`` leaves a FIFO in the build, ``--read-for S`` keeps reading every file of the
+entry it got for S seconds and prints ``READ ok=N failed=M`` (a job using the entry).
 """
 
 from __future__ import annotations
@@ -83,6 +87,14 @@ def main() -> int:
     parser.add_argument("--patience", type=float, help="visibility patience (network fs)")
     parser.add_argument("--lock", choices=["auto", "flock", "soft"])
     parser.add_argument("--flock-enosys", action="store_true")
+    parser.add_argument("--nested", action="store_true")
+    parser.add_argument("--fifo", action="store_true")
+    parser.add_argument("--empty-dir", action="store_true")
+    parser.add_argument("--dir-link", action="store_true")
+    parser.add_argument("--copy-metadata")
+    parser.add_argument("--read-for", type=float, default=0.0)
+    parser.add_argument("--verify-on-hit", action="store_true")
+    parser.add_argument("--hits", type=int, default=1, help="call get_or_build this often")
     args = parser.parse_args()
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"
@@ -104,11 +116,22 @@ def main() -> int:
         if args.fail:
             (staging / "partial").write_text("x")
             raise RuntimeError("build failed on purpose")
+        target = staging / "sub" / "deeper" if args.nested else staging
+        target.mkdir(parents=True, exist_ok=True)
         for number in range(args.files):
-            (staging / f"part{number}").write_text(f"{pid}\n" * 1000)
+            (target / f"part{number}").write_text(f"{pid}\n" * 1000)
             if args.kill_at == "build" and number == args.files // 2:
                 os.kill(pid, signal.SIGKILL)
             time.sleep(args.sleep)
+        if args.fifo:
+            os.mkfifo(staging / "pipe")
+        if args.empty_dir:
+            (staging / "empty").mkdir()
+        if args.dir_link:
+            (staging / "linked").symlink_to("sub" if args.nested else ".")
+        if args.copy_metadata:
+            upstream = Path(args.copy_metadata) / ".hydra-cache.json"
+            (staging / ".hydra-cache.json").write_bytes(upstream.read_bytes())
         if args.kill_at == "fsync":
             kill_self_on(os, "fsync")
         if args.kill_at == "metadata":
@@ -124,14 +147,37 @@ def main() -> int:
         wait_log_interval=args.log_interval,
         visibility_patience=args.patience,
         lock=args.lock,
+        verify_on_hit=args.verify_on_hit,
     )
     try:
-        entry.get_or_build(build, timeout=args.timeout)
+        for hit in range(args.hits):
+            if hit:
+                time.sleep(0.05)
+            entry.get_or_build(build, timeout=args.timeout)
     except Exception as error:  # report for the test, then fail
         print(f"ERROR {type(error).__name__}: {error}", file=sys.stderr)
         return 1
-    print(f"OUTCOME {entry.last_outcome}")
+    print(f"OUTCOME {entry.last_outcome}", flush=True)
+    if args.read_for:
+        read_for(Path(args.path), args.read_for)
     return 0
+
+
+def read_for(path: Path, seconds: float) -> None:
+    """Keep reading every file of the entry, as a job using it would; count failed reads."""
+    names = [p for p in sorted(path.rglob("*")) if p.is_file()]
+    ok = failed = 0
+    end = time.time() + seconds
+    print(f"READING {len(names)} files", flush=True)
+    while time.time() < end:
+        for name in names:
+            try:
+                name.read_bytes()
+                ok += 1
+            except OSError:
+                failed += 1
+        time.sleep(0.01)
+    print(f"READ ok={ok} failed={failed}", flush=True)
 
 
 if __name__ == "__main__":
