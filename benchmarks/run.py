@@ -715,7 +715,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="hydra-cache-bench-", dir=HERE) as scratch:
         work = Path(scratch)
         publish_sizes = (
-            [(100, 640 << 10, 3), (2000, 1024, 3)]
+            [(32, 256 << 10, 1), (500, 1024, 1)]
             if quick
             else [(1000, 1_000_000, 3), (20_000, 1024, 5)]
         )

@@ -250,3 +250,171 @@ def test_late_visibility_waiters_poll_and_never_rebuild(tmp_path: Path) -> None:
     assert log.read_text().count("BUILD") == 1, "the waiter rebuilt over a published entry"
     assert f"waiting for {path} to become visible here" in err
     report("late visibility", hidden_seconds=2.5, rebuilds=0)
+
+
+RACE_READER = """
+import json, os, sys, time, random
+from pathlib import Path
+from hydra_cache import CacheEntry
+from hydra_cache.store import inuse
+from hydra_cache.store.entry import METADATA_NAME
+root, seconds = Path(sys.argv[1]), float(sys.argv[2])
+rng = random.Random(os.getpid())
+stats = {"reads": 0, "torn": 0, "removed_in_use": 0, "builds": 0, "refused": 0}
+def build(staging):
+    stats["builds"] += 1
+    for n in range(4):
+        (staging / f"part{n}").write_text(f"{os.getpid()}\\n" * 2000)
+end = time.time() + seconds
+while time.time() < end:
+    path = root / "ns" / f"{rng.randrange(6):016x}"
+    try:
+        CacheEntry(path).get_or_build(build)
+    except OSError:
+        stats["refused"] += 1
+        continue
+    try:  # while this process holds the entry, gc and verify --repair must leave it alone
+        meta = json.loads((path / METADATA_NAME).read_text())
+        time.sleep(rng.uniform(0, 0.02))
+        contents = {n: (path / n).read_bytes() for n in meta["files"]}
+    except OSError:
+        stats["removed_in_use"] += 1
+        continue
+    finally:
+        inuse.release(path)  # the "job" ends: gc may take it from now on
+    stats["reads"] += 1
+    owners = {c.splitlines()[0] for c in contents.values()}
+    sizes_ok = all(len(contents[n]) == meta["files"][n]["size"] for n in contents)
+    if not sizes_ok or len(owners) != 1:
+        stats["torn"] += 1
+print(json.dumps(stats))
+"""
+
+MAINTAINER = """
+import json, sys, time
+from pathlib import Path
+from hydra_cache.store.eviction import collect
+from hydra_cache.store.verify import verify
+root, seconds, what = Path(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+stats = {"runs": 0, "evicted": 0, "false_damage": 0, "failed": 0}
+end = time.time() + seconds
+while time.time() < end:
+    if not (root / ".hydra-cache").is_dir():
+        time.sleep(0.01)
+        continue
+    stats["runs"] += 1
+    if what == "gc":
+        report = collect(root, max_size=0, min_idle=0, grace=0)
+        stats["evicted"] += sum(r.kind == "entry" and r.outcome == "removed" for r in report.rows)
+        failed = [f"{r.path}: {r.detail}" for r in report.rows if r.outcome == "failed"]
+        stats["failed"] += len(failed)
+        if failed:
+            print(failed, file=sys.stderr)
+    else:
+        stats["false_damage"] += sum(1 for f in verify(root, repair=True) if f.verdict == "damaged")
+print(json.dumps(stats))
+"""
+
+
+def test_builders_readers_gc_and_verify_repair_racing(tmp_path: Path, stress: int) -> None:
+    """Readers build and read while ``gc --max-size 0`` and ``verify --repair`` loop."""
+    seconds = str(4 * stress)
+    root = tmp_path / "root"
+
+    def start(script: str, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-c", script, str(root), seconds, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=clean_env(),
+        )
+
+    readers = [start(RACE_READER) for _ in range(3)]
+    gc, verifier = start(MAINTAINER, "gc"), start(MAINTAINER, "verify")
+    totals: dict[str, int] = {}
+    errors = {}
+    for process in (*readers, gc, verifier):
+        out, err = process.communicate(timeout=120 + 8 * stress)
+        assert process.returncode == 0, err
+        errors[process.pid] = err
+        for name, count in json.loads(out).items():
+            totals[name] = totals.get(name, 0) + count
+    assert totals["reads"] > 10 and totals["evicted"] > 0
+    assert totals["torn"] == 0 and totals["removed_in_use"] == 0
+    assert totals["false_damage"] == 0 and totals["failed"] == 0, errors[gc.pid]
+    report(
+        "builders, readers, gc --max-size 0, verify --repair racing",
+        seconds=seconds,
+        reads=totals["reads"],
+        builds=totals["builds"],
+        evicted=totals["evicted"],
+        torn_served=0,
+        removed_in_use=0,
+        false_damage=0,
+    )
+
+
+NOT_ROOTS = """
+import hashlib, json, os, stat, sys
+from hydra_cache.cli import main
+def digest(folder):
+    h = hashlib.sha256()
+    for top, dirs, files in os.walk(folder):
+        dirs.sort()
+        for name in sorted(dirs + files):
+            full = os.path.join(top, name)
+            info = os.lstat(full)
+            h.update(f"{full}|{info.st_mode}|{info.st_size}|{info.st_mtime_ns}".encode())
+            if stat.S_ISREG(info.st_mode):
+                h.update(open(full, "rb").read())
+    return h.hexdigest()
+stats = {"folders": 0, "refused": 0, "touched": 0}
+for folder in sys.argv[1:]:
+    before = digest(folder)
+    codes = [
+        main(["gc", "--root", folder, "--max-size", "0", "--min-idle", "0s", "--grace", "0s"]),
+        main(["gc", "--root", folder, "--older-than", "0s", "--dry-run"]),
+        main(["verify", "--root", folder, "--repair"]),
+        main(["ls", "--root", folder]),
+    ]
+    stats["folders"] += 1
+    stats["refused"] += codes == [2, 2, 2, 2]
+    stats["touched"] += digest(folder) != before
+print(json.dumps(stats))
+"""
+
+
+def test_gc_over_folders_that_are_not_roots_touches_nothing(tmp_path: Path, stress: int) -> None:
+    """Folders full of names that look like hydra-cache's (locks, keys, staging folders)."""
+    rng = random.Random(11)
+    folders = []
+    for number in range(20 * stress):
+        folder = tmp_path / f"project{number}"
+        for name in ("Cargo.lock", "poetry.lock", f"{rng.getrandbits(64):016x}.lock"):
+            (folder / "ns").mkdir(parents=True, exist_ok=True)
+            (folder / "ns" / name).write_text("lock")
+        key = folder / "ns" / f"{rng.getrandbits(64):016x}"
+        key.mkdir()
+        (key / ".hydra-cache.json").write_text('{"size_bytes": 1, "files": {}}')
+        staging = folder / "ns" / f".{rng.getrandbits(64):016x}.staging.host.1.2.abcd1234"
+        staging.mkdir()
+        (staging / "data").write_text("x")
+        (folder / ".hydra-cache-not").mkdir()
+        old = time.time() - 30 * 86400
+        for path in folder.rglob("*"):
+            os.utime(path, (old, old), follow_symlinks=False)
+        folders.append(str(folder))
+    done = subprocess.run(
+        [sys.executable, "-c", NOT_ROOTS, *folders],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    stats = json.loads(done.stdout.strip().splitlines()[-1])
+    assert stats == {"folders": len(folders), "refused": len(folders), "touched": 0}
+    report("gc, verify --repair and ls over folders that are not roots", folders=len(folders),
+           refused=len(folders), foreign_files_touched=0)  # fmt: skip

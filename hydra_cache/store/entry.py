@@ -184,7 +184,9 @@ class CacheEntry:
             ):
                 return self.path
             self._remove_dead_staging()
-            publish.clear_path(self.path)
+            while not publish.clear_path(self.path):  # published meanwhile (a no-op lock)
+                if self._hit(after_wait=True):
+                    return self.path
             published, record, seconds = publish.build_and_publish(
                 self.path,
                 lambda staging: self._run_build(build, staging, audit),

@@ -329,12 +329,13 @@ def _orphan_kind(
     return None
 
 
-def remove_orphan(root: Path, orphan: Orphan, pending: list[Any] | None = None) -> list[str]:
-    """Remove a leftover without following links, journal it; return what failed."""
+def remove_orphan(root: Path, orphan: Orphan, pending: list[Any] | None = None) -> list[str] | None:
+    """Remove a leftover without following links, journal it; return what failed (None: a
+    lock that a builder took meanwhile, left alone)."""
     if orphan.path.name.endswith(layout.LOCK_SUFFIX):
         lock = EntryLock(orphan.path)
         if not lock.acquire(0):
-            return ["its lock was taken meanwhile"]
+            return None
         try:
             problems = remove_tree(orphan.path)
         finally:
@@ -399,8 +400,11 @@ def collect(
         )
         if not dry_run:
             problems = remove_orphan(root, orphan, pending)
-            row.outcome = "failed" if problems else "removed"
-            row.detail = problems[0] if problems else ""
+            if problems is None:
+                row.outcome, row.detail = "skipped", "a build took its lock meanwhile"
+            else:
+                row.outcome = "failed" if problems else "removed"
+                row.detail = problems[0] if problems else ""
         report.rows.append(row)
     for event, record, _error in pending:  # space is free now: try the journal again
         try:

@@ -20,6 +20,7 @@ import ctypes
 import errno
 import logging
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -48,20 +49,25 @@ def not_an_entry(path: Path, what: str) -> NotAnEntryError:
     )
 
 
-def clear_path(path: Path) -> None:
+def clear_path(path: Path) -> bool:
     """Under the lock, before a build: the path must be free or an empty folder (removed).
 
-    Anything else there was not made by hydra-cache as an entry (a user's folder, a file, a
-    planted link), so it is refused by name and left exactly as it is.
+    False when a published entry is there (another publisher won while the lock did nothing:
+    the caller takes it as a hit). Anything else there was not made by hydra-cache as an
+    entry (a user's folder, a file, a planted link), so it is refused by name and left
+    exactly as it is.
     """
     try:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:
-        return
+        return True
     if os.path.isdir(path) and not os.path.islink(path):
+        with contextlib.suppress(OSError):
+            if stat.S_ISREG(os.lstat(layout.metadata_path(path)).st_mode):
+                return False
         try:
             os.rmdir(path)  # only ever succeeds on an empty folder
-            return
+            return True
         except OSError as error:
             if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                 raise
