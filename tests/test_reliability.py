@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from conftest import BUILDER, TESTS, clean_env, report, spawn
 from hydra_cache import CacheEntry
@@ -44,20 +45,30 @@ def check_whole(path: Path) -> str | None:
 
 def test_kill_sweep_never_leaves_a_torn_entry(tmp_path: Path, stress: int) -> None:
     """At least 100 builders SIGKILLed at random points; every key reads whole, then rebuilds."""
-    log = tmp_path / "log"
     rng = random.Random(20261126)
     target, killed, finished = 100 * stress, [], 0
-    running: list[tuple[subprocess.Popen[str], float, Path]] = []
+    # [process, delay, path, its log, deadline]: the delay runs from the moment the builder
+    # starts building (its log appears), so a slow interpreter start on a busy machine does
+    # not turn every kill into a kill before the build.
+    running: list[list[Any]] = []
     number = 0
     while len(killed) < target:
         while len(running) < 6:
             number += 1
             path = tmp_path / "root" / "ns" / f"{number:016x}"
+            log = tmp_path / f"log-{number}"
             builder = spawn(BUILDER, str(path), str(log), "--files", "6", "--sleep", "0.03")
-            running.append((builder, time.monotonic() + rng.uniform(0.02, 0.4), path))
-        item = min(running, key=lambda entry: entry[1])
-        process, deadline, path = item
-        time.sleep(max(0.0, deadline - time.monotonic()))
+            running.append([builder, rng.uniform(0.0, 0.4), path, log, None])
+        now = time.monotonic()
+        for item in running:
+            if item[4] is None and (item[3].exists() or item[0].poll() is not None):
+                item[4] = now + item[1]
+        due = [item for item in running if item[4] is not None and item[4] <= now]
+        if not due:
+            time.sleep(0.002)
+            continue
+        item = due[0]
+        process, path = item[0], item[2]
         running.remove(item)
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
@@ -67,9 +78,9 @@ def test_kill_sweep_never_leaves_a_torn_entry(tmp_path: Path, stress: int) -> No
         else:
             finished += 1
         assert check_whole(path) is None, path
-    for process, _, _ in running:
-        process.kill()
-        process.communicate()
+    for item in running:
+        item[0].kill()
+        item[0].communicate()
     torn = [path for path in killed if check_whole(path) is not None]
     assert torn == []
     half_built = sum(1 for path in killed if not CacheEntry(path).ready)

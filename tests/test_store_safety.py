@@ -700,3 +700,22 @@ def test_a_killed_local_build_is_collected_after_the_grace(tmp_path: Path) -> No
     assert "staging folder of a dead build" in done.stdout
     assert "lock of an entry that is gone" in done.stdout
     assert sorted(os.listdir(root / "ns")) == []
+
+
+# ------------------------------------------------------------------- 12. big metadata
+
+
+def test_an_entry_with_metadata_over_64_mib_is_seen_by_ls_verify_and_gc(tmp_path: Path) -> None:
+    """Defect 12: the metadata reader stopped at 64 MiB, so big entries were invisible."""
+    root = tmp_path / "root"
+    path = make(root, "8" * 16, age=7200)
+    meta_path = path / layout.METADATA_NAME
+    meta = json.loads(meta_path.read_text())
+    meta["inputs"] = {"padding": "x" * (65 << 20)}  # as big as 200,000 files' records
+    meta_path.write_text(json.dumps(meta))
+    backdate(meta_path, 7200)
+    listed = cli(tmp_path, "ls", "--root", str(root), "--format", "json")
+    assert [row["key"] for row in json.loads(listed.stdout)] == [path.name]
+    assert cli(tmp_path, "verify", "--root", str(root)).returncode == 0
+    done = cli(tmp_path, "gc", "--root", str(root), "--max-size", "0", "--min-idle", "0s")
+    assert "removed 1 entries" in done.stdout and not path.exists()
