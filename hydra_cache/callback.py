@@ -20,10 +20,12 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from hydra_cache import manifest, registry
+from hydra_cache.errors import ConfigError
 from hydra_cache.explain import explain
 from hydra_cache.resolver import ResolvedCacheDir, resolve_all
 from hydra_cache.store.entry import CacheEntry
 from hydra_cache.store.liveness import iso_time
+from hydra_cache.units import plural
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,12 @@ class ManifestCallback(Callback):
             self._job_start(config)
         except SystemExit:
             raise
+        except ConfigError as error:
+            # The task raises the same one-line error as soon as it reads the cache dir, and
+            # Hydra prints that one; logging it here, and raising it as a warning, said it
+            # three times. The manifest keeps it for the record.
+            log.debug("hydra-cache: this job's config cannot give a cache dir: %s", error)
+            self._record_error(config, error)
         except Exception as error:
             log.error("hydra-cache could not record this job's cache dirs: %s", error)
             raise
@@ -60,9 +68,9 @@ class ManifestCallback(Callback):
             summary = manifest.summarize(found, str(sweep_dir))
             manifest.write_yaml(sweep_dir / manifest.SUMMARY_NAME, summary)
             log.info(
-                "hydra-cache: %d jobs shared %d cache entries and built %d of them (%s)",
-                summary["jobs"],
-                len(summary["entries"]),
+                "hydra-cache: %s shared %s and built %d of them (%s)",
+                plural(summary["jobs"], "job"),
+                plural(len(summary["entries"]), "cache entry", "cache entries"),
                 summary["builds"],
                 sweep_dir / manifest.SUMMARY_NAME,
             )
@@ -111,6 +119,21 @@ class ManifestCallback(Callback):
                 ", ".join(r["config_key"] for r in missing),
             )
             raise SystemExit(1)
+
+    def _record_error(self, config: DictConfig, error: ConfigError) -> None:
+        try:
+            hydra = config.hydra
+            self._path = manifest.manifest_path(str(hydra.runtime.output_dir), hydra.output_subdir)
+            self._manifest = {
+                "format": manifest.FORMAT,
+                "job": {"name": str(hydra.job.name), "num": OmegaConf.select(hydra, "job.num")},
+                "started": iso_time(time.time()),
+                "error": str(error),
+                "entries": [],
+            }
+            manifest.write_yaml(self._path, self._manifest)
+        except Exception as failure:  # the record is a convenience; the task reports the error
+            log.debug("hydra-cache could not record the config error: %s", failure)
 
     def _record(self, item: ResolvedCacheDir) -> dict[str, Any]:
         info = registry.lookup(item.path)

@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from hydra.errors import CompactHydraException
 from omegaconf import Container, Node, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
@@ -51,13 +52,20 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 _MAX_NAMESPACE = 120
 
 
-class CacheDirError(InterpolationResolutionError, ConfigError):
+class CacheDirError(InterpolationResolutionError, ConfigError, CompactHydraException):
     """A ``${cache_dir:...}`` that cannot be resolved.
 
     It subclasses OmegaConf's ``InterpolationResolutionError`` so OmegaConf passes our one-line
-    message through instead of wrapping it, and :class:`ConfigError` so callers outside
-    OmegaConf can catch it as one.
+    message through instead of wrapping it, :class:`ConfigError` so callers outside OmegaConf
+    can catch it as one, and Hydra's ``CompactHydraException`` so a Hydra app prints the line
+    alone instead of a traceback (``HYDRA_FULL_ERROR=1`` still shows it).
     """
+
+    def __str__(self) -> str:
+        # OmegaConf appends "full_key: ... object_type=..." lines on the way out; ours names
+        # the key already, and the promise is one line.
+        text = super().__str__().strip()
+        return text.splitlines()[0] if text else text
 
 
 @dataclass(frozen=True)

@@ -48,3 +48,8 @@ def human_duration(seconds: float) -> str:
     if seconds < 172800:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86400:.1f} days"
+
+
+def plural(count: int, singular: str, many: str | None = None) -> str:
+    """``1 cache entry``, ``3 cache entries``: counts people read, in plain English."""
+    return f"{count} {singular if count == 1 else (many or singular + 's')}"
