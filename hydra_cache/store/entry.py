@@ -38,7 +38,7 @@ METADATA_NAME = layout.METADATA_NAME
 METADATA_FORMAT = metadata.FORMAT
 LOCK_SUFFIX = layout.LOCK_SUFFIX
 STAGING_INFIX = layout.STAGING_INFIX
-#: How often a waiter says whom it waits for.
+#: How often a waiter says whom it waits for, and a builder that it is still building.
 WAIT_LOG_INTERVAL = 30.0
 #: On a network filesystem, how long a process that holds the lock waits for an entry the
 #: journal says was just published but that this host cannot see yet (NFS caches lookups for
@@ -170,6 +170,7 @@ class CacheEntry:
             path=self.path,
             timeout=timeout,
             log_interval=self.wait_log_interval,
+            last_build=self._last_build,
         )
         if not taken and self._hit(after_wait=True):
             return self.path
@@ -219,10 +220,15 @@ class CacheEntry:
     ) -> list[str] | None:
         """Run the build, recording its config reads when the audit is on."""
         info = self.info
-        if not (audit if audit is not None else bool(info and info.audit)):
-            build(staging)
-            return None
-        return registry.audited_build(str(self.path), build, staging)
+        with wait.progress_log(self.path, self.wait_log_interval, self._last_build()):
+            if not (audit if audit is not None else bool(info and info.audit)):
+                build(staging)
+                return None
+            return registry.audited_build(str(self.path), build, staging)
+
+    def _last_build(self) -> float | None:
+        """How long the namespace's newest journaled build took (the estimate shown)."""
+        return journal.last_build_seconds(self.root, self.path.parent.name)
 
     def _hit(self, *, after_wait: bool = False) -> bool:
         """The hit path: one ``lstat``; mark the entry in use (once per process); refresh the

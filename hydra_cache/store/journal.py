@@ -197,6 +197,34 @@ def recent_publish(
     return None
 
 
+def last_build_seconds(root: Path, namespace: str, *, tail_bytes: int = 1 << 18) -> float | None:
+    """How long the newest journaled build of ``namespace`` took: the estimate a builder and
+    its waiters show while a build runs. Reads only the journal's tail."""
+    try:
+        fd = _open_journal(layout.journal_path(root), os.O_RDONLY)
+    except (OSError, UnsafePathError):
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        start = max(0, size - tail_bytes)
+        lines = os.pread(fd, size - start, start).decode("utf-8", "replace").splitlines()
+    finally:
+        os.close(fd)
+    for line in reversed(lines):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if (
+            isinstance(record, dict)
+            and record.get("event") == "publish"
+            and record.get("namespace") == namespace
+        ):
+            seconds = record.get("build_seconds")
+            return float(seconds) if isinstance(seconds, (int, float)) else None
+    return None
+
+
 def roots_file() -> Path:
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(
         os.path.expanduser("~"), ".local", "state"

@@ -176,6 +176,12 @@ class EntryLock:
         except OSError as error:  # the record only tells waiters whom they wait for
             log.debug("could not record the holder of %s: %s", self.lock_path, error)
 
+    def holder_age(self) -> float | None:
+        """Seconds since the holder took the lock (how long its build has run), if known."""
+        holder = read_holder(self.lock_path)
+        since = (holder or {}).get("since")
+        return max(0.0, time.time() - float(since)) if isinstance(since, (int, float)) else None
+
     def describe_holder(self) -> str:
         holder = read_holder(self.lock_path)
         if not holder:

@@ -9,14 +9,17 @@ for it instead of rebuilding over it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from hydra_cache.errors import LockTimeout
 from hydra_cache.store import journal
 from hydra_cache.store.locking import EntryLock
+from hydra_cache.units import human_duration
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,7 @@ def take_lock_or_see_ready(
     path: Path,
     timeout: float | None,
     log_interval: float,
+    last_build: Callable[[], float | None] | None = None,
 ) -> bool:
     """Take the lock (True), or see the entry published meanwhile (False).
 
@@ -39,6 +43,7 @@ def take_lock_or_see_ready(
     """
     started = time.monotonic()
     last_log = started
+    took: list[float | None] = []  # the namespace's last build time, read at the first log
     while True:
         waited = time.monotonic() - started
         slice_ = WAIT_SLICE if timeout is None else max(0.0, min(WAIT_SLICE, timeout - waited))
@@ -55,12 +60,56 @@ def take_lock_or_see_ready(
             )
         if now - last_log >= log_interval:
             last_log = now
+            if not took:
+                took.append(last_build() if last_build else None)
+            running = lock.holder_age()
             log.info(
-                "waiting for %s: being built by %s (waited %.0fs)",
+                "waiting for %s: being built by %s (waited %s%s)",
                 path,
                 lock.describe_holder(),
-                now - started,
+                human_duration(now - started),
+                estimate(running if running is not None else now - started, took[0], path),
             )
+
+
+def estimate(elapsed: float, last: float | None, path: Path) -> str:
+    """``; the last build of data took 41 s, about 11 s left``: the one estimate there is."""
+    namespace = path.parent.name
+    if last is None:
+        return f"; no earlier build of {namespace} to estimate from"
+    took = f"; the last build of {namespace} took {human_duration(last)}"
+    if elapsed <= 0:
+        return took
+    if elapsed < last:
+        return f"{took}, about {human_duration(last - elapsed)} left"
+    return f"{took}, this one runs longer"
+
+
+@contextlib.contextmanager
+def progress_log(path: Path, interval: float, last: float | None) -> Iterator[None]:
+    """While a build runs, log a line every ``interval`` seconds, so a long build is not silent
+    until it ends; each says how long it has run against the namespace's last build."""
+    log.info("building %s%s", path, estimate(0.0, last, path))
+    stop = threading.Event()
+    started = time.monotonic()
+
+    def beat() -> None:
+        while not stop.wait(interval):
+            elapsed = time.monotonic() - started
+            log.info(
+                "still building %s: %s elapsed%s",
+                path,
+                human_duration(elapsed),
+                estimate(elapsed, last, path),
+            )
+
+    thread = threading.Thread(target=beat, name="hydra-cache-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def appears_soon(root: Path, path: Path, patience: float, hit: Callable[[], bool]) -> bool:
