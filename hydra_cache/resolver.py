@@ -43,7 +43,7 @@ from hydra_cache.key import (
 )
 from hydra_cache.key.walk import holds_path, is_deriving, string_values
 from hydra_cache.settings import Settings, parse_settings
-from hydra_cache.store.roots import ENV_ROOT, Root, check_root, select_root
+from hydra_cache.store.roots import ENV_PINNED_ROOT, ENV_ROOT, Root, check_root, select_root
 
 log = logging.getLogger(__name__)
 
@@ -244,6 +244,7 @@ def _environment() -> tuple[str | None, ...]:
         os.environ.get(ENV_ROOT),
         os.environ.get("XDG_CACHE_HOME"),
         os.environ.get("HOME"),
+        os.environ.get(ENV_PINNED_ROOT),
     )
 
 

@@ -28,9 +28,15 @@ __all__ = ["assert_key_covers", "cache_root"]
 
 @pytest.fixture
 def cache_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A private cache root for one test (``$HYDRA_CACHE_ROOT``), and a private list of roots."""
+    """A private cache root for one test, and a private list of roots.
+
+    The root is pinned: it beats the config's own ``hydra_cache.root`` too (through
+    ``$HYDRA_CACHE_TEST_ROOT``, which child processes inherit), so a project whose config names
+    a team root never builds into it from its tests.
+    """
     root = tmp_path / "hydra-cache"
     monkeypatch.setenv("HYDRA_CACHE_ROOT", str(root))
+    monkeypatch.setenv("HYDRA_CACHE_TEST_ROOT", str(root))
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     yield root
 

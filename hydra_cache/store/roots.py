@@ -24,6 +24,10 @@ from hydra_cache.errors import ConfigError, HydraCacheError
 from hydra_cache.store import layout
 
 ENV_ROOT = "HYDRA_CACHE_ROOT"
+#: Set by the ``cache_root`` pytest fixture: it beats every other setting, the config's own
+#: ``hydra_cache.root`` included, so a project's tests never build into the root its config
+#: names (a team's shared cache, say).
+ENV_PINNED_ROOT = "HYDRA_CACHE_TEST_ROOT"
 #: Folders that are never a cache root (nor, for the first five, anything under them).
 SYSTEM_FOLDERS = frozenset(
     {
@@ -79,6 +83,9 @@ def select_root(
     folder named two spaces is never what was meant), as is an empty or blank ``$HOME``
     when the default root needs it.
     """
+    if environ.get(ENV_PINNED_ROOT):
+        path = _absolute(environ[ENV_PINNED_ROOT], base_dir, f"${ENV_PINNED_ROOT}")
+        return _refuse_odd(Root(path, f"${ENV_PINNED_ROOT}"))
     if configured is not None:
         return _refuse_odd(
             Root(_absolute(configured, base_dir, "hydra_cache.root"), "hydra_cache.root")
