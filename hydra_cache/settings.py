@@ -26,6 +26,7 @@ KNOWN_SETTINGS = (
     "code",
     "code_modules",
     "relative_to",
+    "builders",
 )
 
 
@@ -51,6 +52,9 @@ class Settings:
     #: Absolute base paths (e.g. the project folder): paths under them join keys relative to
     #: them, so two clones of a project, on two machines, share keys.
     relative_to: tuple[str, ...] = ()
+    #: namespace -> dotted name of the build function ``hydra-cache build`` calls with
+    #: (the node holding the cache dir, the staging folder).
+    builders: tuple[tuple[str, str], ...] = ()
 
     def code_mode(self, namespace: str) -> str:
         modes = dict(self.code)
@@ -95,6 +99,7 @@ def parse_settings(node: Mapping[str, Any] | None) -> Settings:
         code=_code(node.get("code", "off")),
         code_modules=_modules(node.get("code_modules")),
         relative_to=_bases(node.get("relative_to")),
+        builders=_builders(node.get("builders")),
     )
 
 
@@ -224,3 +229,17 @@ def _bases(value: Any) -> tuple[str, ...]:
             )
         bases.append(base)
     return tuple(sorted(set(bases), key=len, reverse=True))
+
+
+def _builders(value: Any) -> tuple[tuple[str, str], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, Mapping) or not all(
+        isinstance(v, str) and v and all(p.isidentifier() for p in v.replace(":", ".").split("."))
+        for v in value.values()
+    ):
+        raise ConfigError(
+            f"hydra_cache.builders must map namespaces to dotted function names, not {value!r}; "
+            "fix: write e.g. hydra_cache.builders={data: mypkg.prepare.build}"
+        )
+    return tuple((str(namespace), str(name)) for namespace, name in value.items())

@@ -108,7 +108,7 @@ def test_d_evicted_by_gc(conf: Path, tmp_path: Path, cache_root: Path) -> None:
     build(conf, tmp_path, cache_root)
     done = cli(tmp_path, "gc", "--max-size", "0", "--min-idle", "0s", root=cache_root)
     assert done.returncode == 0, done.stderr
-    assert "removed 1 entries" in done.stdout
+    assert "removed 1 entry," in done.stdout
     found = why(conf, tmp_path, cache_root)
     assert found["kind"] == "evicted"
     assert found["summary"].startswith("evicted by hydra-cache gc: ")
@@ -170,7 +170,7 @@ def test_h_never_built(conf: Path, tmp_path: Path, cache_root: Path) -> None:
 def test_why_text_format_and_all_ready(conf: Path, tmp_path: Path, cache_root: Path) -> None:
     build(conf, tmp_path, cache_root)
     ready = cli(tmp_path, "why", "-cd", str(conf), root=cache_root)
-    assert ready.stdout.strip() == "all 1 cache dirs are ready"
+    assert ready.stdout.strip() == "the 1 cache dir is ready"
     changed = cli(tmp_path, "why", "-cd", str(conf), "data.resize=4", root=cache_root)
     lines = changed.stdout.splitlines()
     assert lines[0].startswith("data.cache_dir: key changed: 1 hashed value differs")

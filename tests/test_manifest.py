@@ -109,8 +109,7 @@ def test_joblib_sweep_of_four_jobs_shares_one_entry(
     assert len(entry["built_by"]) == 1 and entry["builds"] == 1
     assert len(entry["hit_by"]) + len(entry["waited"]) == 3
     assert (
-        "hydra-cache: 4 jobs shared 1 cache entry and built 1 of them"
-        in done.stdout + done.stderr
+        "hydra-cache: 4 jobs shared 1 cache entry and built 1 of them" in done.stdout + done.stderr
     )
 
 

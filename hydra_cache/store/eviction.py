@@ -175,8 +175,10 @@ def evict(
     *,
     min_idle: float = 0.0,
     pending: list[Any] | None = None,
+    by: str = "gc",
 ) -> tuple[bool, str]:
     """Remove one entry if nobody builds or uses it: (removed, why not / what failed).
+    ``by`` (gc or rm) is the journal record's reason.
 
     The journal record is written after the space is freed; when that write fails it goes
     to ``pending`` (when given) for the caller to retry, else the error is logged.
@@ -203,7 +205,7 @@ def evict(
         lock.release()
     problems = remove_tree(aside)
     record = {
-        "reason": "gc",
+        "reason": by,
         "detail": reason,
         "namespace": found.namespace,
         "key": found.key,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -100,10 +101,19 @@ def check(root: Path, found: Found, *, repair: bool) -> Finding | None:
         lock.release()
 
 
-def verify(root: Path, namespace: str | None = None, *, repair: bool = False) -> list[Finding]:
-    """Every finding under a root; never raises for one entry that moves or breaks."""
+def verify(
+    root: Path,
+    namespace: str | None = None,
+    *,
+    repair: bool = False,
+    progress: Callable[[], None] | None = None,
+) -> list[Finding]:
+    """Every finding under a root; never raises for one entry that moves or breaks.
+    ``progress`` is called once per entry checked (for a progress bar)."""
     findings: list[Finding] = []
     for found in scan(root, namespace):
+        if progress is not None:
+            progress()
         try:
             finding = check(root, found, repair=repair)
         except OSError as error:
