@@ -465,6 +465,100 @@ def bench_sweep(work: Path, build: float, task: float, jobs: int = 8) -> list[Ro
     ]
 
 
+# ---------------------------------------------------------------- 5b. pre-built sweep
+
+PREBUILD_APP = """
+import os, time
+from pathlib import Path
+import hydra
+from hydra_cache import CacheEntry
+
+
+def build(data, staging):
+    time.sleep(data.build_seconds)
+    (staging / "data").write_text(str(data.key))
+
+
+hydra_cache_builders = {"data": build}
+
+
+@hydra.main(version_base=None, config_path=".", config_name="prebuild")
+def main(cfg):
+    entry = CacheEntry(cfg.data.cache_dir)
+    entry.get_or_build(lambda staging: build(cfg.data, staging))
+    time.sleep(cfg.task_seconds)
+    Path(cfg.outcome_dir, f"{os.getpid()}-{time.time()}.txt").write_text(entry.last_outcome)
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def bench_prebuild(work: Path, build: float, task: float, workers: int = 2) -> list[Row]:
+    """A 4-job, 2-key sweep on 2 joblib workers: ``hydra-cache build -j 2`` first, then the
+    sweep (all hits), against the same sweep launched as is (both jobs of a key start together:
+    one builds, the other holds a worker while it waits)."""
+    if optional("hydra_plugins.hydra_joblib_launcher") is None:
+        return []
+    (work / "prebuild.yaml").write_text(
+        textwrap.dedent(f"""
+        task_seconds: {task}
+        outcome_dir: ???
+        data: {{key: 0, build_seconds: {build}, cache_dir: "${{cache_dir:}}"}}
+    """)
+    )
+    (work / "prebuild_app.py").write_text(PREBUILD_APP)
+    sweep_args = ["data.key=0,1", "+job=0,1"]
+
+    def timed(name: str, prebuild: bool) -> tuple[float, list[str]]:
+        outcomes = work / f"outcomes-{name}"
+        outcomes.mkdir()
+        env = {**os.environ, "HYDRA_CACHE_ROOT": str(work / f"root-{name}")}
+        started = time.perf_counter()
+        if prebuild:
+            subprocess.run(
+                [
+                    *(sys.executable, "-m", "hydra_cache", "build", "--app", "prebuild_app.py"),
+                    *("-j", str(workers), f"outcome_dir={outcomes}", *sweep_args),
+                ],
+                check=True,
+                capture_output=True,
+                env=env,
+                cwd=work,
+            )
+        subprocess.run(
+            [
+                *(sys.executable, "prebuild_app.py", "-m", "hydra/launcher=joblib"),
+                *(f"hydra.launcher.n_jobs={workers}", f"hydra.sweep.dir=sweep-{name}"),
+                *(f"outcome_dir={outcomes}", *sweep_args),
+            ],
+            check=True,
+            capture_output=True,
+            env=env,
+            cwd=work,
+        )
+        return time.perf_counter() - started, [p.read_text() for p in outcomes.iterdir()]
+
+    plain, _ = timed("plain", False)
+    prebuilt, outcomes = timed("prebuilt", True)
+    label = (
+        f"4-job 2-key joblib sweep on {workers} workers, {build:g} s build, {task:g} s task: "
+        "hydra-cache build, then the sweep"
+    )
+    return [
+        Row(
+            label,
+            prebuilt,
+            "the same sweep, not pre-built",
+            plain,
+            notes="both include process start-up (the build command's own, and its "
+            "-j workers', is the price of pre-building); after the build, "
+            f"{outcomes.count('hit')} of {len(outcomes)} jobs hit",
+        )
+    ]
+
+
 # ---------------------------------------------------------------------------- 6. scale
 
 
@@ -708,7 +802,12 @@ def chart(rows: list[Row], path: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller and fewer (< 2 min)")
-    parser.add_argument("--json", type=Path, default=HERE / "results" / "latest.json")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        help="where to write the results (default: results/latest.json, or "
+        "results/latest-quick.json with --quick, so a quick run never overwrites a full one)",
+    )
     parser.add_argument("--chart", type=Path, help="write a PNG chart (needs matplotlib)")
     parser.add_argument("--replot", type=Path, help="only redraw --chart from a saved --json")
     parser.add_argument(
@@ -721,10 +820,15 @@ def main() -> int:
         chart([Row(**{k: v for k, v in r.items() if k in fields}) for r in saved], args.chart)
         return 0
     quick = args.quick
+    if args.json is None:
+        args.json = HERE / "results" / ("latest-quick.json" if quick else "latest.json")
     repeat = 5 if quick else 15
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="hydra-cache-bench-", dir=HERE) as scratch:
         work = Path(scratch)
+        # The benchmark's roots are temporary: keep them out of the user's list of roots
+        # ($XDG_STATE_HOME/hydra-cache/roots.json), here and in every child process.
+        os.environ["XDG_STATE_HOME"] = str(work / "state")
         publish_sizes = (
             [(32, 256 << 10, 1), (500, 1024, 1)]
             if quick
@@ -751,6 +855,9 @@ def main() -> int:
         sweep_dir = work / "sweep"
         sweep_dir.mkdir()
         rows += bench_sweep(sweep_dir, 1.0 if quick else 2.0, 0.25 if quick else 0.5)
+        prebuild_dir = work / "prebuild"
+        prebuild_dir.mkdir()
+        rows += bench_prebuild(prebuild_dir, 1.0 if quick else 2.0, 0.25 if quick else 0.5)
         scale_dir = work / "scale"
         scale_dir.mkdir()
         rows += bench_scale(scale_dir, 1000 if quick else 10000, 1 if quick else 3)

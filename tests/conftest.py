@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -105,6 +106,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     # Read at import time by the Hypothesis state machine, whose settings are class-level.
     os.environ["HYDRA_CACHE_TEST_STRESS"] = str(max(1, int(config.getoption("--stress"))))
+    # The user's list of roots ($XDG_STATE_HOME/hydra-cache/roots.json) is never touched by a
+    # test: not by module-level setup, not by a child process, not between per-test fixtures.
+    os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="hydra-cache-test-state-")
 
 
 @pytest.fixture
