@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from hydra import compose, initialize_config_dir
 from hydra.errors import CompactHydraException
 
