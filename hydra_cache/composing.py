@@ -16,6 +16,7 @@ import inspect
 import itertools
 import logging
 import os
+import re
 import sys
 import threading
 from collections.abc import Callable
@@ -175,7 +176,7 @@ def compose_config(
     loaded = load_app(app) if isinstance(app, str) else app
     name = config_name if config_name is not None else (loaded.config_name if loaded else None)
     job = job_name or (loaded.job_name if loaded else DEFAULT_JOB_NAME)
-    version_base = loaded.version_base if loaded else None
+    app_version_base = loaded.version_base if loaded else None
     where = config_dir or (loaded.config_path if loaded else None)
     if config_dir is not None:
         directory = os.path.abspath(config_dir)
@@ -192,15 +193,15 @@ def compose_config(
     try:
         if directory is not None:
             context: Any = initialize_config_dir(
-                config_dir=directory, version_base=version_base, job_name=job
+                config_dir=directory, job_name=job, **version_base(app_version_base)
             )
         elif where and where.startswith("pkg://"):
             module = where[len("pkg://") :].strip("/").replace("/", ".")
             context = initialize_config_module(
-                config_module=module, version_base=version_base, job_name=job
+                config_module=module, job_name=job, **version_base(app_version_base)
             )
         else:
-            context = initialize(config_path=None, version_base=version_base, job_name=job)
+            context = initialize(config_path=None, job_name=job, **version_base(app_version_base))
         with context:
             cfg = compose(config_name=name, overrides=overrides, return_hydra_config=True)
     except Exception as error:
@@ -212,11 +213,15 @@ def compose_config(
     return cfg
 
 
-def version_base() -> dict[str, Any]:
-    """``version_base`` for Hydra's API: 1.3 warns without it, 1.4 warns with it."""
+def version_base(value: str | None = None) -> dict[str, Any]:
+    """``version_base`` for Hydra's API: 1.3 warns without it, 1.4 deprecates it (and warns
+    when it is given). ``value`` is the app's own, for 1.3."""
     import hydra
 
-    return {} if hydra.__version__.startswith("1.4") else {"version_base": None}
+    found = re.match(r"(\d+)\.(\d+)", hydra.__version__)
+    if found and (int(found[1]), int(found[2])) >= (1, 4):
+        return {}
+    return {"version_base": value}
 
 
 def install(cfg: DictConfig) -> None:

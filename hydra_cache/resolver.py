@@ -19,7 +19,9 @@ import functools
 import logging
 import os
 import re
+import sys
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 from hydra.errors import CompactHydraException
@@ -61,11 +63,51 @@ class CacheDirError(InterpolationResolutionError, ConfigError, CompactHydraExcep
     alone instead of a traceback (``HYDRA_FULL_ERROR=1`` still shows it).
     """
 
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        _report_compactly()
+
     def __str__(self) -> str:
         # OmegaConf appends "full_key: ... object_type=..." lines on the way out; ours names
         # the key already, and the promise is one line.
         text = super().__str__().strip()
         return text.splitlines()[0] if text else text
+
+
+_FULL_ERROR_HINT = "Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace."
+
+
+def _report_compactly() -> None:
+    """Keep the one-line report on hydra-core 1.4 too.
+
+    1.3 prints a task's ``CompactHydraException`` as its message alone; 1.4 prints every
+    exception a task raises with its (filtered) traceback, through ``sys.excepthook`` when one
+    is installed. So, inside a Hydra job on 1.4, and only if nobody installed a hook of their
+    own, the first error of ours installs one that prints our line and Hydra's hint, and hands
+    everything else (and anything under ``HYDRA_FULL_ERROR=1``) to Python's own hook.
+    """
+    if sys.excepthook is not sys.__excepthook__ or not _hydra_reports_tracebacks():
+        return
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        sys.excepthook = _compact_excepthook
+
+
+def _hydra_reports_tracebacks() -> bool:
+    import hydra
+
+    version = re.match(r"(\d+)\.(\d+)", hydra.__version__)
+    return bool(version) and (int(version[1]), int(version[2])) >= (1, 4)  # type: ignore[index]
+
+
+def _compact_excepthook(
+    kind: type[BaseException], error: BaseException, trace: TracebackType | None
+) -> None:
+    if isinstance(error, CacheDirError) and os.environ.get("HYDRA_FULL_ERROR") != "1":
+        sys.stderr.write(f"{error}\n\n{_FULL_ERROR_HINT}\n")
+        return
+    sys.__excepthook__(kind, error, trace)
 
 
 @dataclass(frozen=True)
