@@ -67,6 +67,10 @@ def project(features: DictConfig, staging: Path) -> None:
     )
 
 
+#: What ``hydra-cache build --app examples/train.py`` calls to pre-build a sweep's entries
+#: (upstream stages first).
+hydra_cache_builders = {"data": preprocess, "features": project}
+
 # hydra-core 1.3 warns without version_base, 1.4 warns with it.
 VERSION_BASE = {} if hydra.__version__.startswith("1.4") else {"version_base": "1.3"}
 

@@ -155,6 +155,7 @@ def _build_one(
     cfg: DictConfig, config_key: str, holder: str, builder: str, app: str | None
 ) -> Result:
     """Build one entry (in a worker process, or inline with ``-j 1``)."""
+    from hydra_cache import registry
     from hydra_cache.composing import install
     from hydra_cache.resolver import register
     from hydra_cache.store.entry import CacheEntry
@@ -172,9 +173,23 @@ def _build_one(
         entry = CacheEntry(path)
         entry.get_or_build(lambda staging: function(node, staging))
     except Exception as error:
-        log.error("building %s failed: %s: %s", path, type(error).__name__, error)
-        return Result(path, config_key, "failed", time.monotonic() - started, str(error))
-    return Result(path, config_key, entry.last_outcome or "hit", time.monotonic() - started)
+        text = (str(error).strip().splitlines() or [""])[0]
+        log.error("building %s failed: %s: %s", path, type(error).__name__, text)
+        return Result(
+            path,
+            config_key,
+            "failed",
+            time.monotonic() - started,
+            f"{type(error).__name__}: {text}",
+        )
+    done = registry.outcome(path)  # the build's own time, without this worker's imports
+    seconds = done.build_seconds if done and done.build_seconds is not None else None
+    return Result(
+        path,
+        config_key,
+        entry.last_outcome or "hit",
+        seconds if seconds is not None else time.monotonic() - started,
+    )
 
 
 def run(planned: list[Planned], *, jobs: int, app: str | None) -> Iterator[Result]:

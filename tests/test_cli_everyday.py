@@ -329,3 +329,29 @@ def test_build_needs_a_build_function(project: Path, tmp_path: Path) -> None:
         "cannot build it; fix: set hydra_cache.builders.data=mypkg.prepare.build, or _build_ in "
         "data, or hydra_cache_builders = {'data': build} in the app module"
     )
+
+
+def test_build_takes_a_build_target_from_the_node(tmp_path: Path) -> None:
+    """``_build_: module.function`` in the node, imported from the project folder; entries that
+    several jobs share are built once."""
+    (tmp_path / "demo.py").write_text(
+        "def build(node, staging):\n"
+        "    (staging / 'rows').write_text(str(node.get('rows', node.get('dim'))))\n"
+    )
+    write_config(
+        tmp_path / "conf",
+        {
+            "config.yaml": """
+            raw: {rows: 1, cache_dir: "${cache_dir:}", _build_: demo.build}
+            features: {dim: 16, cache_dir: "${cache_dir:}", _build_: demo.build}
+            """
+        },
+    )
+    root = tmp_path / "root"
+    done = cli(
+        tmp_path, "build", "raw.rows=1,2", "features.dim=8,16,32", HYDRA_CACHE_ROOT=str(root)
+    )
+    assert done.returncode == 0, done.stderr
+    assert "6 jobs use 5 distinct cache entries: built 5" in done.stdout
+    built = sorted((p / "rows").read_text() for p in entries(root) if p.parent.name == "raw")
+    assert built == ["1", "2"]
