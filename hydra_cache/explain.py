@@ -86,6 +86,10 @@ def describe_change(
         )
     if change.key.startswith(CODE_PREFIX):
         name = change.key[len(CODE_PREFIX) :]
+        if change.kind == "added":  # the entry was built before fingerprints were switched on
+            return f"a code fingerprint of {name} was added to the key (hydra_cache.code)"
+        if change.kind == "removed":
+            return f"the code fingerprint of {name} was dropped from the key (hydra_cache.code)"
         return f"the source of {name} changed since the entry was built"
     return str(change)
 

@@ -197,8 +197,8 @@ def _modules(value: Any) -> tuple[str, ...]:
         )
     ):
         raise ConfigError(
-            f"hydra_cache.code_modules must be a list of module names, not {value!r}; "
-            "fix: write e.g. hydra_cache.code_modules=[mypkg.preprocess]"
+            f"hydra_cache.code_modules must be a list of module, function or method names, "
+            f"not {value!r}; fix: write e.g. hydra_cache.code_modules=[mypkg.preprocess]"
         )
     return tuple(value)
 
