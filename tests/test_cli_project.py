@@ -208,6 +208,8 @@ def test_every_root_command_takes_the_configs_root_and_says_so(
     team = tmp_path / "team-cache"
     conf = team_config(tmp_path, team)
     env_root = str(tmp_path / "env-root")
+    for root in (team, tmp_path / "env-root", tmp_path / "r"):
+        (root / ".hydra-cache").mkdir(parents=True)  # roots in use: gc touches nothing else
     words = command.split()
     from_config = hydra_cache(tmp_path, *words, "-cd", str(conf), HYDRA_CACHE_ROOT=env_root)
     assert from_config.returncode == 0, from_config.stderr
@@ -223,6 +225,7 @@ def test_every_root_command_takes_the_configs_root_and_says_so(
 def test_pyproject_root_and_config_selection_apply_to_ls(lht: Path, tmp_path: Path) -> None:
     text = (lht / "pyproject.toml").read_text()
     (lht / "pyproject.toml").write_text(text + 'root = "cache"\n')
+    (lht / "cache" / ".hydra-cache").mkdir(parents=True)
     done = hydra_cache(lht, "ls")
     assert done.returncode == 0, done.stderr
     assert f"root {lht / 'cache'} (from root in pyproject.toml at {lht / 'pyproject.toml'})" in (
