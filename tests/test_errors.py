@@ -109,7 +109,7 @@ CASES = [
         BASE.replace("resize: 8", "resize: 8\n  source: {file}-gone")
         + "hydra_cache: {inputs: [data.source]}\n",
         [],
-        r"data\.cache_dir: data\.source: input .*afile-gone does not exist; fix: ",
+        r"data\.cache_dir: data\.source: input .*afile-gone does not exist.*; fix: ",
     ),
 ]
 
