@@ -51,6 +51,8 @@ class Planned:
     #: Indexes of the sweep's jobs that use it.
     jobs: list[int] = field(default_factory=list)
     ready: bool = False
+    #: Paths of the entries it is chained to (built before it).
+    upstreams: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,7 @@ def plan(
                 cfg,
                 [number],
                 CacheEntry(item.path).ready,
+                frozenset(up.path for up in item.derived.upstreams),
             )
     return list(found.values())
 
@@ -192,29 +195,45 @@ def _build_one(
     )
 
 
+def waves(todo: list[Planned]) -> Iterator[list[Planned]]:
+    """The entries to build, in waves: each wave only after the entries it is chained to (a
+    features stage reads its data stage's entry, so it cannot be built beside it)."""
+    remaining = list(todo)
+    while remaining:
+        pending = {item.path for item in remaining}
+        wave = [item for item in remaining if not item.upstreams & pending]
+        wave = wave or remaining  # a cycle cannot be composed; never loop on one
+        yield wave
+        remaining = [item for item in remaining if item not in wave]
+
+
 def run(planned: list[Planned], *, jobs: int, app: str | None) -> Iterator[Result]:
-    """Build every planned entry that is not ready, up to ``jobs`` at a time; results as
-    they finish."""
+    """Build every planned entry that is not ready, up to ``jobs`` at a time, upstream stages
+    first; results as they finish."""
     todo = [item for item in planned if not item.ready]
     for item in planned:
         if item.ready:
             yield Result(item.path, item.config_key, "hit", 0.0)
     if jobs <= 1 or len(todo) <= 1:
-        for item in todo:
-            yield _build_one(item.cfg, item.config_key, item.holder, item.builder, app)
+        for wave in waves(todo):
+            for item in wave:
+                yield _build_one(item.cfg, item.config_key, item.holder, item.builder, app)
         return
     import multiprocessing
 
     # "spawn": the parent may hold threads and Hydra's global state; a fork would copy both.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=context) as pool:
-        futures: dict[Future[Result], Planned] = {
-            pool.submit(_build_one, item.cfg, item.config_key, item.holder, item.builder, app): item
-            for item in todo
-        }
-        for future in as_completed(futures):
-            item = futures[future]
-            try:
-                yield future.result()
-            except Exception as error:  # the worker itself died
-                yield Result(item.path, item.config_key, "failed", 0.0, repr(error))
+        for wave in waves(todo):
+            futures: dict[Future[Result], Planned] = {
+                pool.submit(
+                    _build_one, item.cfg, item.config_key, item.holder, item.builder, app
+                ): item
+                for item in wave
+            }
+            for future in as_completed(futures):
+                item = futures[future]
+                try:
+                    yield future.result()
+                except Exception as error:  # the worker itself died
+                    yield Result(item.path, item.config_key, "failed", 0.0, repr(error))

@@ -332,27 +332,44 @@ def test_build_needs_a_build_function(project: Path, tmp_path: Path) -> None:
     )
 
 
-def test_build_takes_a_build_target_from_the_node(tmp_path: Path) -> None:
+def test_build_takes_a_build_target_from_the_node_and_builds_upstreams_first(
+    tmp_path: Path,
+) -> None:
     """``_build_: module.function`` in the node, imported from the project folder; entries that
-    several jobs share are built once."""
+    several jobs share are built once; a chained stage is built after the entry it reads."""
     (tmp_path / "demo.py").write_text(
+        "from pathlib import Path\n"
         "def build(node, staging):\n"
-        "    (staging / 'rows').write_text(str(node.get('rows', node.get('dim'))))\n"
+        "    if 'source' in node:\n"
+        "        rows = (Path(node.source) / 'rows').read_text()  # the upstream entry\n"
+        "        (staging / 'rows').write_text(f'{rows}x{node.dim}')\n"
+        "    else:\n"
+        "        (staging / 'rows').write_text(str(node.rows))\n"
     )
     write_config(
         tmp_path / "conf",
         {
             "config.yaml": """
             raw: {rows: 1, cache_dir: "${cache_dir:}", _build_: demo.build}
-            features: {dim: 16, cache_dir: "${cache_dir:}", _build_: demo.build}
+            features:
+              dim: 16
+              source: ${raw.cache_dir}
+              cache_dir: ${cache_dir:}
+              _build_: demo.build
             """
         },
     )
     root = tmp_path / "root"
     done = cli(
-        tmp_path, "build", "raw.rows=1,2", "features.dim=8,16,32", HYDRA_CACHE_ROOT=str(root)
+        tmp_path,
+        "build",
+        "-j",
+        "2",
+        "raw.rows=1,2",
+        "features.dim=8,16",
+        HYDRA_CACHE_ROOT=str(root),
     )
-    assert done.returncode == 0, done.stderr
-    assert "6 jobs use 5 distinct cache entries: built 5" in done.stdout
-    built = sorted((p / "rows").read_text() for p in entries(root) if p.parent.name == "raw")
-    assert built == ["1", "2"]
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "4 jobs use 6 distinct cache entries: built 6" in done.stdout
+    built = sorted((p / "rows").read_text() for p in entries(root))
+    assert built == ["1", "1x16", "1x8", "2", "2x16", "2x8"]
