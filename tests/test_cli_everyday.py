@@ -373,3 +373,8 @@ def test_build_takes_a_build_target_from_the_node_and_builds_upstreams_first(
     assert "4 jobs use 6 distinct cache entries: built 6" in done.stdout
     built = sorted((p / "rows").read_text() for p in entries(root))
     assert built == ["1", "1x16", "1x8", "2", "2x16", "2x8"]
+    # show names the upstream entry a chained stage was built from.
+    feature = next(p for p in entries(root) if p.parent.name == "features")
+    shown = cli(tmp_path, "show", f"features/{feature.name}", HYDRA_CACHE_ROOT=str(root))
+    assert shown.returncode == 0, shown.stderr
+    assert "  upstreams\n    raw.cache_dir: raw/" in shown.stdout

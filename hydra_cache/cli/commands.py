@@ -354,7 +354,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     ]
     if upstreams:
         lines.append("  upstreams")
-        lines += [f"    {_upstream_text(item)}" for item in upstreams]
+        lines += [f"    {_upstream_text(item, root)}" for item in upstreams]
     if meta.get("inputs"):
         lines.append("  inputs")
         lines += [
@@ -373,12 +373,14 @@ def cmd_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _upstream_text(item: Any) -> str:
-    if isinstance(item, dict):
-        name = item.get("config_key") or item.get("namespace") or "?"
-        digest = str(item.get("digest") or item.get("key") or "")[:16]
-        return f"{name} {digest}".strip()
-    return str(item)
+def _upstream_text(item: Any, root: Path) -> str:
+    """``data.cache_dir: data/7adc8c88f537631e`` (and whether it is still under the root)."""
+    if not isinstance(item, dict):
+        return str(item)
+    name = item.get("config_key") or "?"
+    where = f"{item.get('namespace', '?')}/{item.get('key') or str(item.get('digest', ''))[:16]}"
+    present = (root / where).is_dir()
+    return f"{name}: {where}" + ("" if present else " (not under this root now)")
 
 
 # ------------------------------------------------------------------------ rm, gc, verify
