@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 
 from conftest import clean_env, run, write_config
-from hydra_cache.composing import compose_config, expand_sweep, load_app
+from hydra_cache.composing import compose_config, expand_sweep, load_app, version_base
 
 APP = """
 import json
@@ -125,7 +125,7 @@ def test_app_launchers_compose_api_and_cli_give_the_same_keys(
     monkeypatch.chdir(tmp_path)
     load_app(str(app))
     with initialize_config_dir(
-        config_dir=str(app.parent / "conf"), job_name="app", version_base=None
+        config_dir=str(app.parent / "conf"), job_name="app", **version_base()
     ):
         cfg = compose(config_name="train", overrides=["data.resize=4"], return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)  # ${hydra:...} resolves only with it set

@@ -16,6 +16,7 @@ from hydra.errors import CompactHydraException
 
 from conftest import clean_env, run_probe, unwritable, write_config
 from hydra_cache.cli import main
+from hydra_cache.composing import version_base
 from hydra_cache.errors import ConfigError
 from hydra_cache.resolver import CacheDirError
 
@@ -204,7 +205,7 @@ def test_through_the_compose_api(
     conf, root, overrides = _setup(tmp_path, yaml, overrides)
     monkeypatch.setenv("HYDRA_CACHE_ROOT", str(root))
     monkeypatch.chdir(tmp_path)
-    with initialize_config_dir(config_dir=str(conf), version_base=None):
+    with initialize_config_dir(config_dir=str(conf), **version_base()):
         cfg = compose(config_name="config", overrides=overrides)
     with pytest.raises(CacheDirError) as raised:
         str(cfg.data.cache_dir)
