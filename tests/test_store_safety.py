@@ -233,7 +233,7 @@ def test_gc_touches_only_its_own_names_and_a_dry_run_writes_nothing(tmp_path: Pa
     dry = cli(tmp_path, "gc", "--root", str(root), "--max-size", "0", "--grace", "0s",
               "--min-idle", "0s", "--dry-run")  # fmt: skip
     assert dry.returncode == 0, dry.stderr
-    assert "would remove 2 entries" in dry.stdout and "1 leftovers" in dry.stdout
+    assert "would remove 2 entries" in dry.stdout and "1 leftover\n" in dry.stdout
     assert tree_digest(root) == before, "a dry run wrote into the root"
     done = cli(tmp_path, "gc", "--root", str(root), "--max-size", "0", "--grace", "0s",
                "--min-idle", "0s")  # fmt: skip
@@ -267,7 +267,7 @@ def test_a_root_through_someone_elses_symlink_is_refused(tmp_path: Path) -> None
     (tmp_path / "own-link").symlink_to(victim)  # ours, in a folder of ours: accepted
     done = cli(tmp_path, "gc", "--root", str(tmp_path / "own-link"), "--max-size", "0",
                "--min-idle", "0s")  # fmt: skip
-    assert done.returncode == 0 and "removed 1 entries" in done.stdout, done.stderr
+    assert done.returncode == 0 and "removed 1 entry," in done.stdout, done.stderr
 
 
 # ------------------------------------------------------------------ 3. entries in use
@@ -297,7 +297,7 @@ def test_gc_never_evicts_an_entry_a_running_job_reads(prefix: list[str], tmp_pat
     assert reader.returncode == 0, err
     assert out.strip().endswith("failed=0"), out
     after = cli(tmp_path, "gc", "--root", str(root), "--max-size", "0", "--min-idle", "0s")
-    assert "removed 1 entries" in after.stdout and not path.exists()
+    assert "removed 1 entry," in after.stdout and not path.exists()
 
 
 def test_max_size_evicts_lru_first_skipping_entries_in_use(tmp_path: Path) -> None:
@@ -504,7 +504,7 @@ def test_read_only_subfolders_are_made_writable_and_removed(tmp_path: Path) -> N
             env=clean_env(HOME=str(home), XDG_STATE_HOME=str(home / "state")),
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
-        assert "removed 1 entries" in done.stdout, done.stdout
+        assert "removed 1 entry," in done.stdout, done.stdout
         assert [p.name for p in (root / "ns").iterdir()] == [f"{path.name}.lock"]
     finally:
         shutil.rmtree(home)
@@ -718,4 +718,4 @@ def test_an_entry_with_metadata_over_64_mib_is_seen_by_ls_verify_and_gc(tmp_path
     assert [row["key"] for row in json.loads(listed.stdout)] == [path.name]
     assert cli(tmp_path, "verify", "--root", str(root)).returncode == 0
     done = cli(tmp_path, "gc", "--root", str(root), "--max-size", "0", "--min-idle", "0s")
-    assert "removed 1 entries" in done.stdout and not path.exists()
+    assert "removed 1 entry," in done.stdout and not path.exists()
