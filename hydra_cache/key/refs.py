@@ -83,16 +83,25 @@ def resolve_simple(node: Node, raw: str, hook: CacheDirHook | None = None) -> An
     return "".join(joined)
 
 
-def _target(node: Node, dots: int, parts: tuple[str, ...], hook: CacheDirHook | None) -> Any:
+def _start(node: Node, dots: int) -> Any:
+    """Where a reference held by ``node`` starts: ``dots`` levels up, or the root (None when
+    the dots climb above the root)."""
     base: Any = node
     if dots:
         for _ in range(dots):
             base = parent(base)
             if base is None:
-                return NOT_SIMPLE
+                return None
     else:
         while parent(base) is not None:
             base = parent(base)
+    return base
+
+
+def _target(node: Node, dots: int, parts: tuple[str, ...], hook: CacheDirHook | None) -> Any:
+    base = _start(node, dots)
+    if base is None:
+        return NOT_SIMPLE
     for part in parts:
         if type(base) is not DictConfig:
             return NOT_SIMPLE
@@ -122,15 +131,9 @@ _MAX_LEAVES = 2000
 
 def locate(node: Node, dots: int, dotted: str) -> Node | None:
     """The node ``${<dots><dotted>}`` held by ``node`` refers to, or None."""
-    base: Any = node
-    if dots:
-        for _ in range(dots):
-            base = parent(base)
-            if base is None:
-                return None
-    else:
-        while parent(base) is not None:
-            base = parent(base)
+    base = _start(node, dots)
+    if base is None:
+        return None
     for part in re.split(r"\.|\[|\]", dotted):
         if part == "":
             continue
