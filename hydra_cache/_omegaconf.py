@@ -59,8 +59,8 @@ NOT_A_LEAF: Any = object()
 
 
 _LEAF_VALUE = operator.methodcaller("get", "_val", NOT_A_LEAF)
-_VALUE = operator.itemgetter("_val")
-_CONTENT = operator.itemgetter("_content")
+_VALUE = operator.attrgetter("_val")
+_CONTENT = operator.attrgetter("_content")
 
 
 def raw_values(children: dict[Any, Node]) -> list[Any]:
@@ -70,13 +70,14 @@ def raw_values(children: dict[Any, Node]) -> list[Any]:
 
 
 def raw_values_of(nodes: list[Node]) -> list[Any]:
-    """:func:`raw_value` of many leaves in one call (the memo's snapshot check)."""
-    return list(map(_VALUE, map(vars, nodes)))
+    """:func:`raw_value` of many leaves (value nodes only) in one C-level pass: the memo's
+    snapshot check, whose cost is what each upstream stage adds to a derivation."""
+    return list(map(_VALUE, nodes))
 
 
 def contents_of(containers: list[Container]) -> list[Any]:
-    """:func:`content` of many containers in one call (the memo's snapshot check)."""
-    return list(map(_CONTENT, map(vars, containers)))
+    """:func:`content` of many containers in one C-level pass (the memo's snapshot check)."""
+    return list(map(_CONTENT, containers))
 
 
 def parent(node: Node) -> Container | None:

@@ -133,3 +133,13 @@ def test_patched_reads_sees_leaf_reads_and_conversions_then_restores() -> None:
     assert ("a.d", "d") in seen and ("a.b[0]", 0) in seen and ("a", None) in seen
     assert (BaseContainer._resolve_with_default, BaseContainer.__dict__["_to_content"]) == before
     assert isinstance(cfg.a.b, ListConfig)
+
+
+def test_bulk_readers_match_the_single_ones() -> None:
+    cfg = sample()
+    leaves = [door.child(cfg.a, "d"), door.child(cfg.a, "m"), door.child(cfg.a, "n")]
+    assert door.raw_values_of(leaves) == [door.raw_value(n) for n in leaves]
+    containers = [cfg, cfg.a, door.child(cfg.a, "b")]
+    assert door.contents_of(containers) == [door.content(c) for c in containers]
+    values = door.raw_values(door.content(cfg.a))
+    assert values[1:] == [5, "???", None] and values[0] is door.NOT_A_LEAF
