@@ -19,6 +19,7 @@ import os
 import re
 import sys
 import threading
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,7 +92,11 @@ def _import_recording(
 
     def recording_main(*args: Any, **kwargs: Any) -> Callable[[Any], Any]:
         calls.append((args, kwargs))
-        return real_main(*args, **kwargs)
+        with warnings.catch_warnings():
+            # The app's own decorator arguments (a version_base that hydra-core 1.4
+            # deprecates) are the app's business; the CLI only reads them, silently.
+            warnings.simplefilter("ignore")
+            return real_main(*args, **kwargs)
 
     hydra.main = recording_main
     try:
