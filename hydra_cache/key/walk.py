@@ -215,6 +215,9 @@ class Snapshot:
     #: checked in two C-level comparisons instead of a Python loop per container.
     children: list[Any] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
+    dicts: list[dict[Any, Any]] = field(default_factory=list)
+    lists: list[list[Any]] = field(default_factory=list)
+    list_children: list[Any] = field(default_factory=list)
     nodes: list[Node] = field(default_factory=list)
     raws: list[Any] = field(default_factory=list)
     interpolations: list[tuple[Node, Any]] = field(default_factory=list)
@@ -224,8 +227,13 @@ class Snapshot:
     def add_container(self, container: Container, children: Any) -> None:
         self.containers.append(container)
         self.contents.append(children)
-        self.children.extend(children.values() if type(children) is dict else children)
         self.sizes.append(len(children))
+        if type(children) is dict:
+            self.dicts.append(children)
+            self.children.extend(children.values())
+        else:
+            self.lists.append(children)
+            self.list_children.extend(children)
 
     def add_leaf(self, node: Node, raw: Any) -> None:
         if isinstance(node, Container):  # an interpolated container left out of the key
@@ -241,9 +249,13 @@ class Snapshot:
             return False
         if list(map(len, self.contents)) != self.sizes:
             return False
-        now = list(chain.from_iterable(map(_children_of, self.contents)))
+        now = list(chain.from_iterable(map(dict.values, self.dicts)))
         if not all(map(operator.is_, now, self.children)):
             return False
+        if self.lists:
+            now = list(chain.from_iterable(self.lists))
+            if not all(map(operator.is_, now, self.list_children)):
+                return False
         if not all(map(operator.is_, raw_values_of(self.nodes), self.raws)):
             return False
         with deriving(identity):
@@ -255,10 +267,6 @@ class Snapshot:
                 if type(found) is not type(expected) or found != expected:
                     return False
         return True
-
-
-def _children_of(children: Any) -> Any:
-    return children.values() if type(children) is dict else children
 
 
 @dataclass(frozen=True)
