@@ -167,6 +167,30 @@ def history(root: Path, namespace: str, key: str) -> list[dict[str, Any]]:
     return [r for r in records(root) if r.get("namespace") == namespace and r.get("key") == key]
 
 
+def _tail(root: Path, tail_bytes: int) -> list[dict[str, Any]]:
+    """The records at the journal's end, newest first (unreadable lines skipped): what the
+    questions about a build that just happened need, without reading the whole journal."""
+    try:
+        fd = _open_journal(layout.journal_path(root), os.O_RDONLY)
+    except (OSError, UnsafePathError):
+        return []
+    try:
+        size = os.fstat(fd).st_size
+        start = max(0, size - tail_bytes)
+        lines = os.pread(fd, size - start, start).decode("utf-8", "replace").splitlines()
+    finally:
+        os.close(fd)
+    records = []
+    for line in reversed(lines):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
 def recent_publish(
     root: Path, namespace: str, key: str, *, within: float, tail_bytes: int = 1 << 18
 ) -> dict[str, Any] | None:
@@ -174,21 +198,7 @@ def recent_publish(
 
     Reads only the end of the journal: a publish that matters here happened moments ago.
     """
-    try:
-        fd = _open_journal(layout.journal_path(root), os.O_RDONLY)
-    except (OSError, UnsafePathError):
-        return None
-    try:
-        size = os.fstat(fd).st_size
-        start = max(0, size - tail_bytes)
-        lines = os.pread(fd, size - start, start).decode("utf-8", "replace").splitlines()
-    finally:
-        os.close(fd)
-    for line in reversed(lines):
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
+    for record in _tail(root, tail_bytes):
         if record.get("namespace") != namespace or record.get("key") != key:
             continue
         if record.get("event") != "publish":
@@ -200,26 +210,8 @@ def recent_publish(
 def last_build_seconds(root: Path, namespace: str, *, tail_bytes: int = 1 << 18) -> float | None:
     """How long the newest journaled build of ``namespace`` took: the estimate a builder and
     its waiters show while a build runs. Reads only the journal's tail."""
-    try:
-        fd = _open_journal(layout.journal_path(root), os.O_RDONLY)
-    except (OSError, UnsafePathError):
-        return None
-    try:
-        size = os.fstat(fd).st_size
-        start = max(0, size - tail_bytes)
-        lines = os.pread(fd, size - start, start).decode("utf-8", "replace").splitlines()
-    finally:
-        os.close(fd)
-    for line in reversed(lines):
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if (
-            isinstance(record, dict)
-            and record.get("event") == "publish"
-            and record.get("namespace") == namespace
-        ):
+    for record in _tail(root, tail_bytes):
+        if record.get("event") == "publish" and record.get("namespace") == namespace:
             seconds = record.get("build_seconds")
             return float(seconds) if isinstance(seconds, (int, float)) else None
     return None
