@@ -53,8 +53,11 @@ def refuse_planted(path: Path, what: str) -> None:
     )
 
 
-def read_regular(path: Path | str, limit: int = 1 << 20) -> tuple[bytes, os.stat_result] | None:
-    """A regular file's bytes and status, never following a symlink or blocking on a FIFO."""
+def read_regular(
+    path: str | os.PathLike[str], limit: int | None = 1 << 20
+) -> tuple[bytes, os.stat_result] | None:
+    """A regular file's bytes (at most ``limit``; ``None``: all of it) and status, never
+    following a symlink or blocking on a FIFO; None for anything else or any error."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
@@ -63,7 +66,14 @@ def read_regular(path: Path | str, limit: int = 1 << 20) -> tuple[bytes, os.stat
         status = os.fstat(fd)
         if not stat.S_ISREG(status.st_mode):
             return None
-        return os.read(fd, min(limit, status.st_size + 1)), status
+        if limit is not None:
+            return os.read(fd, min(limit, status.st_size + 1)), status
+        chunks = []
+        while chunk := os.read(fd, max(status.st_size + 1, 1 << 16)):
+            chunks.append(chunk)
+        return b"".join(chunks), status
+    except OSError:
+        return None
     finally:
         os.close(fd)
 

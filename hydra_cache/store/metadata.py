@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hydra_cache.store import layout
 from hydra_cache.store.atomic import atomic_write
+from hydra_cache.store.locking import read_regular
 
 log = logging.getLogger(__name__)
 
@@ -47,29 +46,9 @@ class Metadata:
         return self.raw.get(name, default)
 
 
-def read_bytes_nofollow(path: str | os.PathLike[str]) -> tuple[bytes, os.stat_result] | None:
-    """A regular file's whole content and status; None for anything else or any error."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return None
-    try:
-        status = os.fstat(fd)
-        if not stat.S_ISREG(status.st_mode):
-            return None
-        chunks = []
-        while chunk := os.read(fd, max(status.st_size + 1, 1 << 16)):
-            chunks.append(chunk)
-        return b"".join(chunks), status
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
 def read(entry: Path) -> Metadata | None:
     """The entry's metadata, or None when it is not published (or not ours, or unreadable)."""
-    found = read_bytes_nofollow(layout.metadata_path(entry))
+    found = read_regular(layout.metadata_path(entry), None)
     if found is None:
         return None
     data, status = found
