@@ -1,4 +1,5 @@
-"""Who is this process, is another one still alive, how old is a timestamp, and what time is it.
+"""Who is this process, is another one still alive, how old is a timestamp, what time it is,
+and a periodic beat a running builder shows it is alive by.
 
 Lock files and staging folders carry the host, PID namespace and pid of their creator, so a
 waiter can say who it waits for and a later run can tell a build in progress from one that was
@@ -8,9 +9,12 @@ killed. A process on another host, or in another PID namespace (a container) on 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import threading
 import time
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 
 from hydra_cache.store.layout import pid_namespace
@@ -55,3 +59,23 @@ def age(then: float, now: float | None = None) -> float:
 def iso_time(timestamp: float) -> str:
     """Local time with its UTC offset, as every record of hydra-cache writes it."""
     return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(timestamp))
+
+
+@contextlib.contextmanager
+def every(interval: float, action: Callable[[], bool | None], name: str) -> Iterator[None]:
+    """Call ``action`` every ``interval`` seconds in a daemon thread while the block runs (the
+    builder's heartbeat and its progress lines); an ``action`` returning False stops early."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(interval):
+            if action() is False:
+                return
+
+    thread = threading.Thread(target=beat, name=name, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

@@ -31,7 +31,7 @@ from typing import Any
 from hydra_cache.errors import NotAnEntryError
 from hydra_cache.store import integrity, layout, metadata
 from hydra_cache.store.atomic import fsync_path
-from hydra_cache.store.liveness import hostname, iso_time
+from hydra_cache.store.liveness import every, hostname, iso_time
 from hydra_cache.store.remove import remove_tree
 
 log = logging.getLogger(__name__)
@@ -79,22 +79,16 @@ def clear_path(path: Path) -> bool:
 @contextlib.contextmanager
 def heartbeat(staging: Path, interval: float = HEARTBEAT_INTERVAL) -> Iterator[None]:
     """Refresh the staging folder's mtime every ``interval`` seconds until the block ends."""
-    stop = threading.Event()
 
-    def beat() -> None:
-        while not stop.wait(interval):
-            try:
-                os.utime(staging)
-            except OSError:
-                return
+    def beat() -> bool:
+        try:
+            os.utime(staging)
+        except OSError:
+            return False
+        return True
 
-    thread = threading.Thread(target=beat, name="hydra-cache-heartbeat", daemon=True)
-    thread.start()
-    try:
+    with every(interval, beat, "hydra-cache-heartbeat"):
         yield
-    finally:
-        stop.set()
-        thread.join()
 
 
 def _syncfs_function() -> Callable[[int], int] | None:

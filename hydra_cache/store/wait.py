@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from hydra_cache.errors import LockTimeout
 from hydra_cache.store import journal
+from hydra_cache.store.liveness import every
 from hydra_cache.store.locking import EntryLock
 from hydra_cache.units import human_duration
 
@@ -90,26 +90,19 @@ def progress_log(path: Path, interval: float, last: float | None) -> Iterator[No
     """While a build runs, log a line every ``interval`` seconds, so a long build is not silent
     until it ends; each says how long it has run against the namespace's last build."""
     log.info("building %s%s", path, estimate(0.0, last, path))
-    stop = threading.Event()
     started = time.monotonic()
 
     def beat() -> None:
-        while not stop.wait(interval):
-            elapsed = time.monotonic() - started
-            log.info(
-                "still building %s: %s elapsed%s",
-                path,
-                human_duration(elapsed),
-                estimate(elapsed, last, path),
-            )
+        elapsed = time.monotonic() - started
+        log.info(
+            "still building %s: %s elapsed%s",
+            path,
+            human_duration(elapsed),
+            estimate(elapsed, last, path),
+        )
 
-    thread = threading.Thread(target=beat, name="hydra-cache-progress", daemon=True)
-    thread.start()
-    try:
+    with every(interval, beat, "hydra-cache-progress"):
         yield
-    finally:
-        stop.set()
-        thread.join()
 
 
 def appears_soon(root: Path, path: Path, patience: float, hit: Callable[[], bool]) -> bool:
