@@ -34,7 +34,8 @@ __all__ = [
     "patched_reads",
     "raw_value",
     "raw_values",
-    "raw_values_of",
+    "slot_values",
+    "value_slots",
     "register_resolver",
     "root_of",
     "split_key",
@@ -59,7 +60,6 @@ NOT_A_LEAF: Any = object()
 
 
 _LEAF_VALUE = operator.methodcaller("get", "_val", NOT_A_LEAF)
-_VALUE = operator.attrgetter("_val")
 _CONTENT = operator.attrgetter("_content")
 
 
@@ -69,10 +69,19 @@ def raw_values(children: dict[Any, Node]) -> list[Any]:
     return list(map(_LEAF_VALUE, map(vars, children.values())))
 
 
-def raw_values_of(nodes: list[Node]) -> list[Any]:
-    """:func:`raw_value` of many leaves (value nodes only) in one C-level pass: the memo's
-    snapshot check, whose cost is what each upstream stage adds to a derivation."""
-    return list(map(_VALUE, nodes))
+_VALUE_SLOT = operator.itemgetter("_val")
+
+
+def value_slots(nodes: list[Node]) -> list[dict[str, Any]]:
+    """Where each leaf keeps its raw value (its attribute dict, which OmegaConf never
+    replaces), read later by :func:`slot_values` with no attribute lookup per leaf."""
+    return list(map(vars, nodes))
+
+
+def slot_values(slots: list[dict[str, Any]]) -> Iterator[Any]:
+    """The raw value now in each of :func:`value_slots`: the memo's snapshot check, whose
+    cost per leaf is what each upstream stage adds to a downstream derivation."""
+    return map(_VALUE_SLOT, slots)
 
 
 def contents_of(containers: list[Container]) -> list[Any]:

@@ -138,8 +138,11 @@ def test_patched_reads_sees_leaf_reads_and_conversions_then_restores() -> None:
 def test_bulk_readers_match_the_single_ones() -> None:
     cfg = sample()
     leaves = [door.child(cfg.a, "d"), door.child(cfg.a, "m"), door.child(cfg.a, "n")]
-    assert door.raw_values_of(leaves) == [door.raw_value(n) for n in leaves]
+    slots = door.value_slots(leaves)
+    assert list(door.slot_values(slots)) == [door.raw_value(n) for n in leaves]
+    cfg.a.d = 7  # an assignment to a leaf sets its value in place: the slot sees it
+    assert next(door.slot_values(slots)) == 7 == door.raw_value(door.child(cfg.a, "d"))
     containers = [cfg, cfg.a, door.child(cfg.a, "b")]
     assert door.contents_of(containers) == [door.content(c) for c in containers]
     values = door.raw_values(door.content(cfg.a))
-    assert values[1:] == [5, "???", None] and values[0] is door.NOT_A_LEAF
+    assert values[1:] == [7, "???", None] and values[0] is door.NOT_A_LEAF

@@ -144,7 +144,22 @@ def holds_credentials(value: str) -> bool:
     Every credential shape is at least 12 characters long; most config strings are shorter,
     and skipping the regular expression for them keeps the key walk fast.
     """
-    return len(value) >= 12 and _SECRET_VALUE.search(value) is not None
+    if len(value) < 12:
+        return False
+    if len(value) > _REMEMBERED_LENGTH:
+        return _SECRET_VALUE.search(value) is not None
+    return _holds_credentials(value)
+
+
+#: Strings up to this length have their scan remembered: a downstream stage re-derived after
+#: each change meets the same upstream paths again, and one scan costs as much as checking a
+#: hundred leaves.
+_REMEMBERED_LENGTH = 4096
+
+
+@functools.lru_cache(maxsize=4096)
+def _holds_credentials(value: str) -> bool:
+    return _SECRET_VALUE.search(value) is not None
 
 
 @dataclass(frozen=True)

@@ -46,9 +46,10 @@ from hydra_cache._omegaconf import (
     object_type,
     raw_value,
     raw_values,
-    raw_values_of,
+    slot_values,
     split_key,
     value,
+    value_slots,
 )
 from hydra_cache.errors import ConfigError
 from hydra_cache.key.patterns import ExcludeRules
@@ -223,6 +224,7 @@ class Snapshot:
     interpolations: list[tuple[Node, Any]] = field(default_factory=list)
     exact: bool = True
     hook: CacheDirHook | None = None
+    _slots: list[dict[str, Any]] | None = field(default=None, repr=False)
 
     def add_container(self, container: Container, children: Any) -> None:
         self.containers.append(container)
@@ -256,7 +258,9 @@ class Snapshot:
             now = list(chain.from_iterable(self.lists))
             if not all(map(operator.is_, now, self.list_children)):
                 return False
-        if not all(map(operator.is_, raw_values_of(self.nodes), self.raws)):
+        if self._slots is None or len(self._slots) != len(self.nodes):
+            self._slots = value_slots(self.nodes)  # once: later checks skip the lookup
+        if not all(map(operator.is_, slot_values(self._slots), self.raws)):
             return False
         with deriving(identity):
             for node, expected in self.interpolations:
