@@ -364,6 +364,37 @@ def test_verify_reports_planted_special_files_without_blocking(tmp_path: Path) -
     assert rebuilt.returncode == 0 and out.strip() == "OUTCOME built", err
 
 
+@pytest.mark.parametrize("flush", [False, True])
+def test_fingerprint_records_every_size_exactly_and_sees_a_change_in_any(
+    flush: bool, tmp_path: Path
+) -> None:
+    """Small files are hashed by the caller and large ones on the pool: both must land in the
+    record under their own names, equal to an independent hash, and a change to any one of
+    them (a large one among small ones too) must be reported."""
+    from hydra_cache.store import integrity
+
+    folder = tmp_path / "entry"
+    (folder / "sub").mkdir(parents=True)
+    sizes = [0, 1, 1023, 1 << 20, 5, (1 << 18) - 1, 1 << 18, 3 * (1 << 20) + 7, 64]
+    for index, size in enumerate(sizes):
+        where = folder / ("sub" if index % 2 else "") / f"f{index}"
+        where.write_bytes(os.urandom(size))
+    os.mkfifo(folder / "sub" / "pipe")
+    record = integrity.fingerprint(folder, flush=flush)
+    for index, size in enumerate(sizes):
+        name = f"sub/f{index}" if index % 2 else f"f{index}"
+        data = (folder / name).read_bytes()
+        assert record[name] == {"size": size, "sha256": hashlib.sha256(data).hexdigest()}
+    assert record.pop("sub/pipe") == {"size": 0, "special": "FIFO"}
+    (folder / "sub" / "pipe").unlink()
+    assert integrity.damage(folder, record) == []
+    big = folder / "f7"
+    data = bytearray(big.read_bytes())
+    data[-1] ^= 1
+    big.write_bytes(bytes(data))
+    assert integrity.damage(folder, record) == ["f7: content changed"]
+
+
 # ---------------------------------------------------------------------- 7. the journal
 
 

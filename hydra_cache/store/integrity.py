@@ -8,13 +8,15 @@ and ``CacheEntry(..., verify_on_hit=True)`` compare against that record.
 
 Files are opened ``O_NONBLOCK | O_NOFOLLOW`` and checked with ``fstat`` before a byte is read,
 so a FIFO, socket or device inside an entry is named as such instead of hanging the reader
-(a blocking ``open()`` on a FIFO waits forever for a writer). Hashing runs on a thread pool in
-batches: BLAKE2b releases the GIL on large buffers, and per-file work on small files is
-dominated by system calls, which overlap too.
+(a blocking ``open()`` on a FIFO waits forever for a writer). Large files are hashed on a
+thread pool (hashing and reading them release the GIL); small ones are hashed by the calling
+thread meanwhile, because their cost is Python overhead that threads only fight over. With a
+flush per file (an fsync, which waits on the disk) all files go to the pool in batches.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import stat
@@ -53,8 +55,19 @@ def _new_hash(algorithm: str) -> Any:
     return hashlib.blake2b(digest_size=16) if algorithm == "blake2b" else hashlib.sha256()
 
 
-def _hash_file(path: str, flush: bool, buffer: bytearray, algorithm: str) -> dict[str, Any]:
-    """Size and hash of one regular file, read without following links or blocking."""
+#: A file at least this large is hashed on the pool (hashing and reading it release the GIL);
+#: a smaller one costs mostly Python and system-call overhead, which threads fighting over
+#: the GIL only slow down, so it is hashed at once by the thread that found it.
+_POOL_MIN_BYTES = 256 * 1024
+#: Stands for "hash this one on the pool" in :func:`_hash_file`'s answer.
+_LARGE: dict[str, Any] = {}
+
+
+def _hash_file(
+    path: str, flush: bool, buffer: bytearray, algorithm: str, *, defer_large: bool = False
+) -> dict[str, Any]:
+    """Size and hash of one regular file, read without following links or blocking
+    (:data:`_LARGE` instead, with ``defer_large``, for a file worth a pool thread)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as error:
@@ -64,12 +77,17 @@ def _hash_file(path: str, flush: bool, buffer: bytearray, algorithm: str) -> dic
         kind = special_kind(status.st_mode)
         if kind is not None or not stat.S_ISREG(status.st_mode):
             return {"special": kind or "not a regular file"}
+        if defer_large and status.st_size >= _POOL_MIN_BYTES:
+            return _LARGE
         digest = _new_hash(algorithm)
-        if status.st_size < len(buffer):  # the common small file: one read
-            data = os.read(fd, len(buffer))
+        if status.st_size < len(buffer):  # the common small file: one read of its size
+            # (asking for the whole buffer's size would allocate 1 MiB per file: on 1 KiB files
+            # that allocation costs more than the open, read and hash together)
+            want = status.st_size + 1
+            data = os.read(fd, want)
             digest.update(data)
             size = len(data)
-            if size == len(buffer):  # it grew meanwhile: read the rest
+            if size == want:  # it grew meanwhile: read the rest
                 while more := os.read(fd, len(buffer)):
                     digest.update(more)
                     size += len(more)
@@ -89,6 +107,39 @@ def _hash_file(path: str, flush: bool, buffer: bytearray, algorithm: str) -> dic
 def _hash_batch(paths: list[str], flush: bool, algorithm: str) -> list[dict[str, Any]]:
     buffer = bytearray(_CHUNK)
     return [_hash_file(path, flush, buffer, algorithm) for path in paths]
+
+
+def _hash_found(
+    found: list[tuple[str, str]], flush: bool, algorithm: str, pool: ThreadPoolExecutor | None
+) -> list[dict[str, Any]]:
+    """One record per file, in order.
+
+    With ``flush`` (one fsync per file, which waits on the disk) files go to the pool in
+    batches. Without, small files are hashed right here and only large ones go to the pool,
+    where they overlap with the small ones.
+    """
+    if flush:
+        batches = [found[i : i + _BATCH_FILES] for i in range(0, len(found), _BATCH_FILES)]
+        if len(batches) <= 1:
+            return [
+                r for batch in batches for r in _hash_batch([f for _n, f in batch], True, algorithm)
+            ]
+        with _executor(pool) as executor:
+            done = executor.map(lambda b: _hash_batch([f for _n, f in b], True, algorithm), batches)
+            return [record for records in done for record in records]
+    buffer = bytearray(_CHUNK)
+    records: list[Any] = []
+    large: list[int] = []
+    with _executor(pool, lazy=True) as executor:
+        for index, (_name, full) in enumerate(found):
+            record = _hash_file(full, False, buffer, algorithm, defer_large=True)
+            if record is _LARGE:
+                large.append(index)
+                record = executor().submit(_hash_batch, [full], False, algorithm)
+            records.append(record)
+        for index in large:
+            records[index] = records[index].result()[0]
+    return records
 
 
 def _walk(folder: str, relative: str = "") -> Iterator[tuple[str, str, os.DirEntry[str]]]:
@@ -122,8 +173,7 @@ def fingerprint(
     with ``strict`` raises :class:`SpecialFileError` naming it (a build must not publish one).
     """
     files: dict[str, dict[str, Any]] = {}
-    batches: list[list[tuple[str, str]]] = []
-    current: list[tuple[str, str]] = []
+    found: list[tuple[str, str]] = []
     for name, full, item in _walk(str(folder)):
         if name == skip:
             continue
@@ -132,38 +182,38 @@ def fingerprint(
         elif item.is_dir(follow_symlinks=False):
             files[name] = {"size": 0, "dir": True}
         elif item.is_file(follow_symlinks=False):
-            current.append((name, full))
-            if len(current) >= _BATCH_FILES:
-                batches.append(current)
-                current = []
+            found.append((name, full))
         else:
             mode = item.stat(follow_symlinks=False).st_mode
             _special(files, name, special_kind(mode) or "special file", folder, strict)
-    if current:
-        batches.append(current)
-
-    def run(batch: list[tuple[str, str]]) -> list[dict[str, Any]]:
-        return _hash_batch([full for _name, full in batch], flush, algorithm)
-
-    if len(batches) <= 1:
-        results = [run(batch) for batch in batches]
-    else:
-        own = pool is None
-        executor = pool or ThreadPoolExecutor(WORKERS, thread_name_prefix="hydra-cache-hash")
-        try:
-            results = list(executor.map(run, batches))
-        finally:
-            if own:
-                executor.shutdown()
-    for batch, records in zip(batches, results):
-        for (name, _full), record in zip(batch, records):
-            if "special" in record:
-                _special(files, name, record["special"], folder, strict)
-            elif "error" in record and strict:
-                raise OSError(f"cannot read {folder / name}: {record['error']}")
-            else:
-                files[name] = record
+    for (name, _full), record in zip(found, _hash_found(found, flush, algorithm, pool)):
+        if "special" in record:
+            _special(files, name, record["special"], folder, strict)
+        elif "error" in record and strict:
+            raise OSError(f"cannot read {folder / name}: {record['error']}")
+        else:
+            files[name] = record
     return files
+
+
+@contextlib.contextmanager
+def _executor(pool: ThreadPoolExecutor | None, *, lazy: bool = False) -> Iterator[Any]:
+    """The caller's pool, or one of our own shut down afterwards; ``lazy`` yields a function
+    that makes it on first use (most verifies of small files never need it)."""
+    made: list[ThreadPoolExecutor] = []
+
+    def get() -> ThreadPoolExecutor:
+        if pool is not None:
+            return pool
+        if not made:
+            made.append(ThreadPoolExecutor(WORKERS, thread_name_prefix="hydra-cache-hash"))
+        return made[0]
+
+    try:
+        yield get if lazy else get()
+    finally:
+        for executor in made:
+            executor.shutdown()
 
 
 def _special(
