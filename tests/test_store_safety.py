@@ -430,6 +430,53 @@ def test_a_torn_journal_tail_is_repaired_before_the_next_record(tmp_path: Path) 
     assert path.read_bytes().endswith(b"\n")
 
 
+_APPENDER = """
+import sys
+from pathlib import Path
+from hydra_cache.store import journal
+root, number = Path(sys.argv[1]), 0
+while True:
+    number += 1
+    journal.append(root, "cleanup", path=f"/x/{number}", pad="p" * 14000)
+"""
+
+
+def test_appenders_sigkilled_at_random_never_leave_a_journal_that_loses_records(
+    tmp_path: Path,
+) -> None:
+    """Defect 8, with real kills: processes appending near-maximal lines are SIGKILLed at
+    random moments. Whatever each kill left (a whole line, or a line cut between pages), the
+    next record must land on a line of its own and every earlier whole record must stay."""
+    import random
+
+    root = tmp_path / "root"
+    path = root / ".hydra-cache" / "journal.jsonl"
+    torn = 0
+    for attempt in range(12):
+        child = subprocess.Popen(
+            [sys.executable, "-c", _APPENDER, str(root)], env=clean_env(), cwd=tmp_path
+        )
+        deadline = time.monotonic() + 30
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(random.uniform(0.0, 0.15))
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+        data = path.read_bytes()
+        torn += not data.endswith(b"\n")
+        whole = data[: data.rfind(b"\n") + 1]
+        journal.append(root, "probe", attempt=attempt)
+        after = path.read_bytes()
+        assert after.startswith(whole), "a whole record was lost"
+        lines = after.splitlines()
+        assert all(json.loads(line) for line in lines)
+        last = json.loads(lines[-1])
+        assert (last["event"], last["attempt"]) == ("probe", attempt)
+    probes = [r["attempt"] for r in journal.records(root) if r["event"] == "probe"]
+    assert probes == list(range(12))
+    print(f"{torn} of 12 kills left a torn line")
+
+
 def test_journal_lines_and_the_journal_are_bounded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
