@@ -36,7 +36,7 @@ from hydra_cache.key.leafdiff import (
 from hydra_cache.registry import EntryInfo
 from hydra_cache.store import journal
 from hydra_cache.store.entry import METADATA_NAME, CacheEntry, EntryState
-from hydra_cache.units import human_duration, human_size
+from hydra_cache.units import human_duration, human_size, plural
 
 
 @dataclass(frozen=True)
@@ -268,7 +268,7 @@ def _root_moved(
             f"built {meta.get('created', '?')} by {meta.get('host')}:{meta.get('pid')} "
             f"(run {meta.get('run_dir') or 'unknown'})",
             f"fix: point back with hydra_cache.root={other}",
-            f"  or copy the entry: cp -a {there} {target.parent}/",
+            f"  or copy the entry: mkdir -p {target.parent} && cp -a {there} {target.parent}/",
         ),
         evidence,
     )
@@ -290,10 +290,24 @@ def _key_changed_or_never(
     target: Path, root: Path, namespace: str, info: EntryInfo | None, evidence: dict[str, Any]
 ) -> Explanation:
     siblings = list(published_entries(target.parent))
+    others: set[str] = set()
+    if info is not None and info.project is not None:
+        # Another project's entries of a namespace with the same name ("data") explain nothing
+        # about this one's miss; entries that recorded no project may be this project's.
+        ours = (None, info.project)
+        others = {str(m["project"]) for m in siblings if m.get("project") not in ours}
+        siblings = [m for m in siblings if m.get("project") in ours]
     if not siblings or info is None:
+        project = f" of project {info.project}" if others and info is not None else ""
+        besides = (
+            f" ({plural(len(others), 'other project')} use{'s' if len(others) == 1 else ''} "
+            f"namespace {namespace}: {', '.join(sorted(others))})"
+            if others
+            else ""
+        )
         return Explanation(
             "never-built",
-            f"never built: no entry of namespace {namespace} exists under {root}",
+            f"never built: no entry of namespace {namespace}{project} exists under {root}{besides}",
             ("the first run with on_miss=build builds it",),
             evidence,
         )

@@ -60,6 +60,9 @@ class EntryInfo:
     upstreams: tuple[dict[str, Any], ...] = ()
     #: The hashed nodes (absolute dotted keys).
     nodes: tuple[str, ...] = ()
+    #: The project the entry belongs to (``hydra_cache.project``, or the folder holding the
+    #: config dir); None when unknown.
+    project: str | None = None
 
 
 @dataclass(frozen=True)

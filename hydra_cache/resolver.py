@@ -21,6 +21,7 @@ import os
 import re
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -299,6 +300,30 @@ def _launch_dir() -> str:
     return os.getcwd()
 
 
+def _default_project() -> str | None:
+    """The name of the folder that holds the app's config dir (``configs`` of
+    ``my-project/configs`` gives ``my-project``), or the top package of a packaged config dir;
+    None for an app without one (ConfigStore only, or the Compose API outside Hydra)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.instance().cfg
+    if not isinstance(hydra_cfg, Container):
+        return None
+    sources = OmegaConf.select(hydra_cfg, "hydra.runtime.config_sources", default=None) or []
+    # The app's own config dir, else one given with --config-dir (provider "command-line").
+    for provider in ("main", "command-line"):
+        for source in sources:
+            if source.get("provider") != provider or not source.get("path"):
+                continue
+            if source.get("schema") == "file":
+                return Path(str(source.path)).resolve().parent.name or None
+            if source.get("schema") == "pkg":
+                return str(source.path).split(".")[0] or None
+    return None
+
+
 def _run_dir() -> str | None:
     """The output folder of the Hydra job deriving this key, for the entry's records."""
     from hydra.core.hydra_config import HydraConfig
@@ -378,6 +403,7 @@ def _resolve(
             inputs=shown_inputs,
             upstreams=tuple(upstreams),
             nodes=nodes,
+            project=settings.project or _default_project(),
         ),
     )
     registry.KNOWN.add(

@@ -27,6 +27,7 @@ KNOWN_SETTINGS = (
     "code_modules",
     "relative_to",
     "builders",
+    "project",
 )
 
 
@@ -55,6 +56,9 @@ class Settings:
     #: namespace -> dotted name of the build function ``hydra-cache build`` calls with
     #: (the node holding the cache dir, the staging folder).
     builders: tuple[tuple[str, str], ...] = ()
+    #: Which project the entries belong to (default: the folder holding the config dir). Not
+    #: in any key: it only keeps one project's misses from being explained by another's entries.
+    project: str | None = None
 
     def code_mode(self, namespace: str) -> str:
         modes = dict(self.code)
@@ -100,7 +104,20 @@ def parse_settings(node: Mapping[str, Any] | None) -> Settings:
         code_modules=_modules(node.get("code_modules")),
         relative_to=_bases(node.get("relative_to")),
         builders=_builders(node.get("builders")),
+        project=_project(node.get("project")),
     )
+
+
+def _project(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(
+            f"hydra_cache.project must be a non-empty name, not {value!r}; "
+            "fix: set e.g. hydra_cache.project=my-project, or remove it to use the name of the "
+            "folder that holds the config dir"
+        )
+    return value.strip()
 
 
 def _root(value: Any) -> str | None:

@@ -74,10 +74,13 @@ def test_a_root_moved(conf: Path, tmp_path: Path) -> None:
     assert f"ready under {old}" in found["summary"] and f"root is now {new}" in found["summary"]
     assert f"fix: point back with hydra_cache.root={old}" in found["details"]
     assert any(f"(run {run_dir})" in line for line in found["details"])
-    assert any(
-        line.strip().startswith(f"or copy the entry: cp -a {old}/data/")
-        for line in found["details"]
-    )
+    (copy,) = [line for line in found["details"] if "or copy the entry: " in line]
+    command = copy.split("or copy the entry: ", 1)[1]
+    assert command.startswith(f"mkdir -p {new}/data && cp -a {old}/data/")
+    assert not new.exists()  # the printed fix must work when the new root does not exist yet
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert why(conf, tmp_path, new, f"+hydra_cache.root={new}")["kind"] == "hit"
 
 
 def test_b_key_changed_shows_the_leaf_diff_and_the_run(
@@ -175,3 +178,31 @@ def test_why_text_format_and_all_ready(conf: Path, tmp_path: Path, cache_root: P
     lines = changed.stdout.splitlines()
     assert lines[0].startswith("data.cache_dir: key changed: 1 hashed value differs")
     assert lines[1] == "    data.resize: 8 -> 4"
+
+
+def test_a_miss_is_explained_only_by_entries_of_the_same_project(
+    tmp_path: Path, cache_root: Path
+) -> None:
+    """Issue 12, friction 6: a new project's first miss was explained against another
+    project's ``data`` entry. The project is the folder holding the config dir (or
+    ``hydra_cache.project``); entries stay shared, explanations do not mix."""
+    demo = write_config(tmp_path / "demo" / "conf", CONF)
+    lht = write_config(tmp_path / "lht" / "configs", CONF)
+    run_dir = build(demo, tmp_path, cache_root, "data.resize=4")
+    (published,) = journal.records(cache_root)
+    meta = json.loads((Path(published["path"]) / ".hydra-cache.json").read_text())
+    assert meta["project"] == "demo"
+    found = why(lht, tmp_path, cache_root)
+    assert found["kind"] == "never-built"
+    assert found["summary"] == (
+        f"never built: no entry of namespace data of project lht exists under {cache_root} "
+        "(1 other project uses namespace data: demo)"
+    )
+    # Within one project, the same miss is explained by the nearest entry.
+    assert why(demo, tmp_path, cache_root)["kind"] == "key-changed"
+    # Naming the project joins the two; it never changes a key, so the entry is shared.
+    same = why(lht, tmp_path, cache_root, "+hydra_cache.project=demo", "data.resize=4")
+    assert same["kind"] == "hit"
+    joined = why(lht, tmp_path, cache_root, "+hydra_cache.project=demo")
+    assert joined["kind"] == "key-changed" and "data.resize: 4 -> 8" in joined["details"]
+    assert any(f"by run {run_dir}" in line for line in joined["details"])

@@ -340,6 +340,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         f"{found.namespace}/{found.key}",
         f"  path        {found.path}",
         f"  config key  {meta.get('config_key') or '-'}",
+        f"  project     {meta.get('project') or '-'}",
         f"  digest      {meta.get('digest') or '-'}",
         f"  built       {short_time(iso(meta.get('created')))} by "
         f"{meta.get('host', '?')}:{meta.get('pid', '?')} in "

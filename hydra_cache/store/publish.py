@@ -195,6 +195,7 @@ def write_metadata(
         "files": files,
         "inputs": info.inputs if info else None,
         "upstreams": list(info.upstreams) if info else [],
+        "project": info.project if info else None,
         "audit": None if uncovered is None else {"uncovered": uncovered},
     }
     metadata.write(staging, record)
