@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from hydra_cache.key.walk import KNOWN
+    from hydra_cache.store.remote.config import RemoteSpec
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +61,15 @@ class EntryInfo:
     upstreams: tuple[dict[str, Any], ...] = ()
     #: The hashed nodes (absolute dotted keys).
     nodes: tuple[str, ...] = ()
+    #: ``hydra_cache.remote`` (or ``$HYDRA_CACHE_REMOTE``): the team's copy; never in the key.
+    remote: RemoteSpec | None = None
 
 
 @dataclass(frozen=True)
 class Outcome:
     """What one ``get_or_build`` call did."""
 
-    action: str  # hit | built | waited
+    action: str  # hit | built | waited | pulled
     build_seconds: float | None = None
     size_bytes: int | None = None
 

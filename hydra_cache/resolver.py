@@ -378,6 +378,7 @@ def _resolve(
             inputs=shown_inputs,
             upstreams=tuple(upstreams),
             nodes=nodes,
+            remote=settings.remote,
         ),
     )
     registry.KNOWN.add(

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from hydra_cache.errors import ConfigError
+from hydra_cache.store.remote.config import RemoteSpec, parse_remote
 
 ON_MISS_CHOICES = ("build", "warn", "error")
 LOCK_CHOICES = ("auto", "flock", "soft")
@@ -27,6 +28,7 @@ KNOWN_SETTINGS = (
     "code_modules",
     "relative_to",
     "builders",
+    "remote",
 )
 
 
@@ -55,6 +57,8 @@ class Settings:
     #: namespace -> dotted name of the build function ``hydra-cache build`` calls with
     #: (the node holding the cache dir, the staging folder).
     builders: tuple[tuple[str, str], ...] = ()
+    #: The team's remote cache (``hydra_cache.remote`` or ``$HYDRA_CACHE_REMOTE``); never hashed.
+    remote: RemoteSpec | None = None
 
     def code_mode(self, namespace: str) -> str:
         modes = dict(self.code)
@@ -64,7 +68,7 @@ class Settings:
 def parse_settings(node: Mapping[str, Any] | None) -> Settings:
     """Check the resolved ``hydra_cache`` mapping and turn it into :class:`Settings`."""
     if node is None:
-        return Settings()
+        return Settings(remote=parse_remote(None))
     if not isinstance(node, Mapping):
         raise ConfigError(
             "hydra_cache must be a mapping (root, exclude, salt, on_miss); "
@@ -100,6 +104,7 @@ def parse_settings(node: Mapping[str, Any] | None) -> Settings:
         code_modules=_modules(node.get("code_modules")),
         relative_to=_bases(node.get("relative_to")),
         builders=_builders(node.get("builders")),
+        remote=parse_remote(node.get("remote")),
     )
 
 
