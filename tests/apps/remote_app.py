@@ -9,7 +9,9 @@ Environment:
 - ``BUILD_NOISE``: put the pid into one file (a non-deterministic build);
 - ``START_FILE``: wait until it exists before asking for the entry (a race's starting gun);
 - ``KILL_AT``: SIGKILL this process, for real, at ``blob`` (the second blob upload) or
-  ``manifest`` (after the last blob, before the manifest's create).
+  ``manifest`` (after the last blob, before the manifest's create);
+- ``PAUSE_BEFORE_COMMIT``: a folder; before the manifest's create, write ``at-commit`` there
+  and wait for ``go-commit`` (so a test can commit another machine's manifest first).
 
 Prints ``OUTCOME <last_outcome> <path>``.
 """
@@ -54,12 +56,30 @@ def install_kill(point: str) -> None:
             cls.create = create  # type: ignore[method-assign]
 
 
+def install_pause(folder: Path) -> None:
+    from hydra_cache.store.remote import backend
+
+    for cls in (backend.LocalBackend, backend.FsspecBackend):
+        real_create = cls.create
+
+        def create(self: Any, name: str, data: bytes, _r: Any = real_create) -> Any:
+            if name.startswith("entries/"):
+                (folder / "at-commit").touch()
+                while not (folder / "go-commit").exists():
+                    time.sleep(0.01)
+            return _r(self, name, data)
+
+        cls.create = create  # type: ignore[method-assign]
+
+
 @hydra.main(config_path=None, config_name="config", **VERSION_BASE)
 def main(cfg: DictConfig) -> None:
     from hydra_cache import CacheEntry
 
     if os.environ.get("KILL_AT"):
         install_kill(os.environ["KILL_AT"])
+    if os.environ.get("PAUSE_BEFORE_COMMIT"):
+        install_pause(Path(os.environ["PAUSE_BEFORE_COMMIT"]))
     files = int(os.environ.get("BUILD_FILES", "4"))
     size = int(os.environ.get("BUILD_BYTES", "2000"))
 

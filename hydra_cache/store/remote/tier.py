@@ -391,12 +391,12 @@ class RemoteTier:
         differ = manifest.differences(ours["files"], theirs.get("files") or {})
         log.warning(
             "%s was committed to %s by %s while this process built it, and the build is not "
-            "deterministic: %d files differ (%s); keeping the remote's copy (a manifest is never "
+            "deterministic, %s: %s; keeping the remote's copy (a manifest is never "
             "overwritten)",
             self.label,
             self.where,
             by.get("host"),
-            len(differ),
+            "this file differs" if len(differ) == 1 else f"these {len(differ)} files differ",
             ", ".join(differ[:10]) + (" ..." if len(differ) > 10 else ""),
         )
 
