@@ -226,9 +226,7 @@ class Run:
         raise AssertionError(f"no outcome (exit {self.code}):\n{self.output[-3000:]}")
 
 
-def machines(
-    tmp_path: Path, remote: Remote, count: int = 2, config: str = CONFIG
-) -> list[Machine]:
+def machines(tmp_path: Path, remote: Remote, count: int = 2, config: str = CONFIG) -> list[Machine]:
     conf = write_config(tmp_path / "conf", {"config.yaml": config})
     log = tmp_path / "builds.log"
     found = []

@@ -65,9 +65,7 @@ def test_two_machines_four_processes_race_one_key_with_one_build(
 ) -> None:
     a, b = machines(tmp_path, s3)
     start = tmp_path / "go"
-    procs = [
-        m.spawn(START_FILE=str(start), BUILD_SLEEP="1.5") for m in (a, b) for _ in range(4)
-    ]
+    procs = [m.spawn(START_FILE=str(start), BUILD_SLEEP="1.5") for m in (a, b) for _ in range(4)]
     time.sleep(0.5)
     start.touch()
     outs = [p.communicate(timeout=120) for p in procs]
@@ -215,3 +213,45 @@ def test_a_lost_race_keeps_the_winner_and_names_the_files_that_differ(
     assert loser.returncode == 0, out + err
     assert "the build is not deterministic, this file differs: noise.txt" in out + err
     assert s3.objects()[name] == winner  # never overwritten
+
+
+def test_credentials_and_signed_urls_never_appear_in_logs_or_files(
+    tmp_path: Path, s3: Remote
+) -> None:
+    """Canary: credentials in the URL's userinfo, a signed query string, the environment's
+    secret key and the signing key; then every line printed, every file under the test's
+    folder and every object on the remote is searched."""
+    bucket = s3.bucket
+    url = f"s3://AKIDCANARY71:CANARY72secret@{bucket}/team/cache?X-Amz-Signature=CANARY73sig"
+    secret_env = {
+        "HYDRA_CACHE_REMOTE": url,
+        "AWS_SECRET_ACCESS_KEY": "CANARY74envsecret",
+        "HC_SIGN_KEY": "CANARY75signkey",
+    }
+    config = (
+        "data:\n  size: 3\n  cache_dir: ${cache_dir:}\n"
+        "hydra_cache:\n  remote: {sign_key_env: HC_SIGN_KEY}\n"
+    )
+    a, b, c = machines(tmp_path, s3, 3, config=config)
+    runs = [a.run(**secret_env), b.run(**secret_env)]
+    assert [r.outcome for r in runs] == ["built", "pulled"], runs[0].output + runs[1].output
+    assert f"s3://{bucket}/team/cache?<redacted>" in runs[1].output
+    s3.delete(s3.names("blobs/")[0])
+    runs.append(c.run(**secret_env))  # remote-torn, rebuilt, repaired: more messages
+    gone = {**secret_env, "HYDRA_CACHE_REMOTE": url.replace(bucket, "no-such-bucket-x")}
+    runs.append(c.run("data.size=8", **gone))  # errors from the server
+    runs.append(
+        c.run(
+            "data.size=9", AWS_ENDPOINT_URL="http://127.0.0.1:9", AWS_MAX_ATTEMPTS="1", **secret_env
+        )
+    )  # an unreachable remote
+    text = "".join(r.output for r in runs)
+    assert "remote-torn" in text
+    leaks = [line for line in text.splitlines() if "CANARY" in line]
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            data = path.read_bytes()
+            if b"CANARY" in data:
+                leaks.append(f"{path}: {data[data.index(b'CANARY') - 60 :][:160]!r}")
+    leaks += [name for name, data in s3.objects().items() if b"CANARY" in data]
+    assert not leaks, "\n".join(leaks[:20])

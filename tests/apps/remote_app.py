@@ -33,12 +33,14 @@ VERSION_BASE = {} if hydra.__version__.startswith("1.4") else {"version_base": "
 def install_kill(point: str) -> None:
     from hydra_cache.store.remote import backend
 
+    calls: list[int] = []  # blob uploads so far, whichever backend makes them
     for cls in (backend.LocalBackend, backend.FsspecBackend):
         if point == "blob":
             real_put = cls.put_file
-            calls: list[int] = []
 
-            def put_file(self: Any, local: Path, name: str, on_bytes: Any, _r: Any = real_put) -> None:
+            def put_file(
+                self: Any, local: Path, name: str, on_bytes: Any, _r: Any = real_put
+            ) -> None:
                 calls.append(1)
                 if len(calls) == 2:
                     os.kill(os.getpid(), signal.SIGKILL)
