@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from types import TracebackType
 from typing import Any, TextIO
@@ -40,6 +41,8 @@ class Progress:
         self._started = time.monotonic()
         self._last_line = self._started
         self._interval = interval()
+        #: Transfers count from several threads at once.
+        self._lock = threading.Lock()
 
     def __enter__(self) -> Progress:
         if self.total > 1 and self.stream.isatty():
@@ -48,26 +51,46 @@ class Progress:
             except ImportError:
                 tqdm = None
             if tqdm is not None:
-                self._bar = tqdm(
-                    total=self.total, desc=self.what, unit=f" {self.unit}", file=self.stream
-                )
+                if self.unit == "bytes":  # tqdm shows the rate and an estimate itself
+                    self._bar = tqdm(
+                        total=self.total,
+                        desc=self.what,
+                        unit="B",
+                        unit_scale=True,
+                        unit_divisor=1024,
+                        file=self.stream,
+                    )
+                else:
+                    self._bar = tqdm(
+                        total=self.total, desc=self.what, unit=f" {self.unit}", file=self.stream
+                    )
         return self
 
     def __call__(self, count: int = 1) -> None:
-        self.done += count
-        if self._bar is not None:
-            self._bar.update(count)
-            return
-        now = time.monotonic()
-        if now - self._last_line >= self._interval and self.done < self.total:
+        with self._lock:
+            self.done += count
+            if self._bar is not None:
+                self._bar.update(count)
+                return
+            now = time.monotonic()
+            if now - self._last_line < self._interval or self.done >= self.total:
+                return
             self._last_line = now
             share = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
-            print(
-                f"{self.what}: {self.done}/{self.total} {self.unit}{share}, "
-                f"{now - self._started:.0f}s",
-                file=self.stream,
-                flush=True,
-            )
+            elapsed = now - self._started
+            if self.unit == "bytes":
+                line = f"{self.what}: {self._bytes_line(elapsed)}{share}"
+            else:
+                line = f"{self.what}: {self.done}/{self.total} {self.unit}{share}, {elapsed:.0f}s"
+            print(line, file=self.stream, flush=True)
+
+    def _bytes_line(self, elapsed: float) -> str:
+        """``120 MiB of 1.0 GiB, 48 MiB/s, about 19s left``: a transfer's bytes, rate, estimate."""
+        from hydra_cache.units import human_duration, human_size
+
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        left = f", about {human_duration((self.total - self.done) / rate)} left" if rate else ""
+        return f"{human_size(self.done)} of {human_size(self.total)}, {human_size(rate)}/s{left}"
 
     def __exit__(
         self,

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from hydra_cache.key.walk import KNOWN
+    from hydra_cache.store.remote.config import RemoteSpec
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +64,15 @@ class EntryInfo:
     #: The project the entry belongs to (``hydra_cache.project``, or the folder holding the
     #: config dir); None when unknown.
     project: str | None = None
+    #: ``hydra_cache.remote`` (or ``$HYDRA_CACHE_REMOTE``): the team's copy; never in the key.
+    remote: RemoteSpec | None = None
 
 
 @dataclass(frozen=True)
 class Outcome:
     """What one ``get_or_build`` call did."""
 
-    action: str  # hit | built | waited
+    action: str  # hit | built | waited | pulled
     build_seconds: float | None = None
     size_bytes: int | None = None
 

@@ -404,6 +404,7 @@ def _resolve(
             upstreams=tuple(upstreams),
             nodes=nodes,
             project=settings.project or _default_project(),
+            remote=settings.remote,
         ),
     )
     registry.KNOWN.add(

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from hydra_cache.errors import ConfigError
+from hydra_cache.store.remote.config import RemoteSpec, parse_remote
 
 ON_MISS_CHOICES = ("build", "warn", "error")
 LOCK_CHOICES = ("auto", "flock", "soft")
@@ -28,6 +29,7 @@ KNOWN_SETTINGS = (
     "relative_to",
     "builders",
     "project",
+    "remote",
 )
 
 
@@ -59,6 +61,8 @@ class Settings:
     #: Which project the entries belong to (default: the folder holding the config dir). Not
     #: in any key: it only keeps one project's misses from being explained by another's entries.
     project: str | None = None
+    #: The team's remote cache (``hydra_cache.remote`` or ``$HYDRA_CACHE_REMOTE``); never hashed.
+    remote: RemoteSpec | None = None
 
     def code_mode(self, namespace: str) -> str:
         modes = dict(self.code)
@@ -68,7 +72,7 @@ class Settings:
 def parse_settings(node: Mapping[str, Any] | None) -> Settings:
     """Check the resolved ``hydra_cache`` mapping and turn it into :class:`Settings`."""
     if node is None:
-        return Settings()
+        return Settings(remote=parse_remote(None))
     if not isinstance(node, Mapping):
         raise ConfigError(
             "hydra_cache must be a mapping (root, exclude, salt, on_miss); "
@@ -105,6 +109,7 @@ def parse_settings(node: Mapping[str, Any] | None) -> Settings:
         relative_to=_bases(node.get("relative_to")),
         builders=_builders(node.get("builders")),
         project=_project(node.get("project")),
+        remote=parse_remote(node.get("remote")),
     )
 
 

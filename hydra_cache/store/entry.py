@@ -48,7 +48,7 @@ VISIBILITY_PATIENCE = 120.0
 #: A hit refreshes the entry's "last used" mark (its metadata's mtime) at most this often.
 LAST_USED_RESOLUTION = 60.0
 
-Outcome = Literal["hit", "built", "waited"]
+Outcome = Literal["hit", "built", "waited", "pulled"]
 Status = Literal["hit", "building", "torn", "miss"]
 
 #: Entries this process rebuilt because verify_on_hit found them damaged.
@@ -103,7 +103,8 @@ class CacheEntry:
         self._visibility_patience = visibility_patience
         self._key = str(self.path)
         self._damaged_now = False
-        #: What the last :meth:`get_or_build` did: found it, built it, or waited for another.
+        #: What the last :meth:`get_or_build` did: found it, built it, waited for another, or
+        #: pulled the team's copy from the remote.
         self.last_outcome: Outcome | None = None
 
     def __repr__(self) -> str:
@@ -188,24 +189,65 @@ class CacheEntry:
             while not publish.clear_path(self.path):  # published meanwhile (a no-op lock)
                 if self._hit(after_wait=True):
                     return self.path
-            published, record, seconds = publish.build_and_publish(
-                self.path,
-                lambda staging: self._run_build(build, staging, audit),
-                self.info,
-                lambda: self.ready,
-            )
+            published, record, seconds, action = self._obtain(build, audit, timeout)
             inuse.hold(self.path)  # before the lock goes, so gc cannot take it in between
         finally:
             lock.release()
-        log.info("built %s in %.2fs", self.path, seconds)
+        if action == "built":
+            log.info("built %s in %.2fs", self.path, seconds)
         if published:
             self._journal_publish(record)
         if not self._damaged_now:
             _rebuilt_after_damage.discard(self._key)
         elif self.verify_on_hit:
             self._intact()  # damaged again at once: raises instead of rebuilding in a loop
-        self._note("built" if published else "waited", seconds, record["size_bytes"])
+        self._note(action, seconds, record["size_bytes"])
         return self.path
+
+    def _obtain(
+        self, build: Callable[[Path], object], audit: bool | None, timeout: float | None
+    ) -> tuple[bool, dict[str, Any], float, Outcome]:
+        """Under the lock, still missing: build it here or, with a remote, pull the team's copy
+        (see :mod:`hydra_cache.store.remote.tier`)."""
+
+        def build_here() -> tuple[bool, dict[str, Any], float]:
+            return publish.build_and_publish(
+                self.path,
+                lambda staging: self._run_build(build, staging, audit),
+                self.info,
+                lambda: self.ready,
+            )
+
+        tier = self._remote_tier()
+        if tier is None:
+            published, record, seconds = build_here()
+            return published, record, seconds, "built" if published else "waited"
+
+        def publish_pulled(
+            fill: Callable[[Path], None], **options: Any
+        ) -> tuple[bool, dict[str, Any], float]:
+            def run(staging: Path) -> None:
+                fill(staging)
+
+            return publish.build_and_publish(
+                self.path, run, self.info, lambda: self.ready, **options
+            )
+
+        result = tier.get_or_build(build_here, publish_pulled, timeout)
+        return result.published, result.record, result.seconds, result.outcome
+
+    def _remote_tier(self) -> Any:
+        """The remote tier of a path the resolver derived with ``hydra_cache.remote`` set."""
+        spec = self.info.remote if self.info else None
+        if spec is None:
+            return None
+        from hydra_cache.store.remote.tier import RemoteTier
+
+        try:
+            return RemoteTier(spec, self.path, self.root, wait_log_interval=self.wait_log_interval)
+        except ValueError as error:  # not a <namespace>/<key> name: stays local
+            log.debug("no remote for %s: %s", self.path, error)
+            return None
 
     @property
     def visibility_patience(self) -> float:

@@ -169,6 +169,7 @@ def write_metadata(
     started_at: float,
     seconds: float,
     uncovered: list[str] | None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     from hydra_cache import __version__
 
@@ -197,6 +198,7 @@ def write_metadata(
         "upstreams": list(info.upstreams) if info else [],
         "project": info.project if info else None,
         "audit": None if uncovered is None else {"uncovered": uncovered},
+        **(extra or {}),
     }
     metadata.write(staging, record)
     return record
@@ -235,11 +237,16 @@ def build_and_publish(
     run_build: Callable[[Path], list[str] | None],
     info: Any,
     ready: Callable[[], bool],
+    *,
+    check: Callable[[dict[str, dict[str, Any]]], None] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> tuple[bool, dict[str, Any], float]:
     """Build into a fresh staging folder and publish it: (published by us, metadata, seconds).
 
     If anything fails (the build, a special file, a full disk) the staging folder is removed
-    and the error propagates: the entry stays a miss.
+    and the error propagates: the entry stays a miss. ``check`` sees the sealed file records
+    before the metadata is written and may refuse them by raising (a pull compares them with
+    the remote's manifest); ``extra`` fields join the metadata (where a pull came from).
     """
     staging = layout.staging_path(path, hostname(), os.getpid())
     os.mkdir(staging)
@@ -249,6 +256,8 @@ def build_and_publish(
             uncovered = run_build(staging)
             seconds = time.monotonic() - started
             files = seal(staging)
+            if check is not None:
+                check(files)
             record = write_metadata(
                 staging,
                 path,
@@ -257,6 +266,7 @@ def build_and_publish(
                 started_at=started_at,
                 seconds=seconds,
                 uncovered=uncovered,
+                extra=extra,
             )
             published = rename_into_place(staging, path, ready)
     except BaseException:
