@@ -97,6 +97,8 @@ def test_every_module_parses_and_the_rules_see_modules() -> None:
     modules = all_modules()
     assert "hydra_cache.resolver" in modules and "hydra_cache.cli" in modules
     assert layer("key") and layer("store")
+    # Explanations are one package: why a miss happened, and what a change invalidates.
+    assert {"hydra_cache.explain.why", "hydra_cache.explain.diff"} <= set(modules)
 
 
 def test_key_imports_neither_hydra_nor_the_store() -> None:

@@ -587,9 +587,10 @@ def _override_sets(args: argparse.Namespace) -> list[list[str]]:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from hydra_cache import diff, gitrev
+    from hydra_cache import gitrev
     from hydra_cache.composing import load_app
     from hydra_cache.errors import ConfigError
+    from hydra_cache.explain import diff
 
     # Each revision is composed in a subprocess from its own tree, so an app's ConfigStore
     # entries do not reach it: --app only supplies the config folder and name here.

@@ -212,7 +212,10 @@ def sides_at(
     ]
 
 
-_SERVE = "import sys\nfrom hydra_cache.diff import serve_sides\nsys.exit(serve_sides(sys.argv[1]))"
+_SERVE = (
+    "import sys\nfrom hydra_cache.explain.diff import serve_sides\n"
+    "sys.exit(serve_sides(sys.argv[1]))"
+)
 
 
 def serve_sides(request_text: str) -> int:
