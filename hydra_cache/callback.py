@@ -101,6 +101,7 @@ class ManifestCallback(Callback):
         missing = [r for r in records if r["status_at_start"] in ("miss", "torn")]
         for record in records:
             if record["status_at_start"] == "hit":
+                _warn_if_under_keyed(record)
                 continue
             level = _LEVELS[on_miss] if record in missing else logging.INFO
             text = record["explanation"]
@@ -184,6 +185,27 @@ class ManifestCallback(Callback):
         self._manifest["finished"] = iso_time(time.time())
         self._manifest["job_status"] = getattr(job_return.status, "name", str(job_return.status))
         manifest.write_yaml(self._path, self._manifest)
+
+
+def _warn_if_under_keyed(record: dict[str, Any]) -> None:
+    """A hit on an entry whose build read values outside its key is never silent: this run
+    may differ from the one that built it exactly there."""
+    meta = CacheEntry(record["path"]).metadata() or {}
+    uncovered = (meta.get("audit") or {}).get("uncovered") or []
+    if uncovered:
+        names = ", ".join(str(name) for name in uncovered)
+        log.warning(
+            "cache hit for %s reuses %s, whose build read %s outside its key: runs that differ "
+            "only there share this entry; fix: hash %s too, e.g. %s: ${cache_dir:.,%s}, or "
+            "stop the build from reading %s",
+            record["config_key"],
+            record["path"],
+            names,
+            "them" if len(uncovered) > 1 else "it",
+            record["config_key"],
+            ",".join(str(name) for name in uncovered),
+            "them" if len(uncovered) > 1 else "it",
+        )
 
 
 def _shown_overrides(overrides: list[str]) -> list[str]:

@@ -64,6 +64,16 @@ def test_the_audit_catches_a_build_that_reads_train_seed(tmp_path: Path, cache_r
     assert "hit (uncovered: train.seed)" in keys.stdout
     why = cli(tmp_path, "why", "-cd", str(conf), root=cache_root)
     assert "its build read train.seed, which is not part of its key" in why.stdout
+    # Issue 12, friction 8: the next run with another seed hits that entry; it must say so at
+    # job start, not only in keys, why and the manifest.
+    again = audited(conf, tmp_path, cache_root, "train.seed=1", "hydra.run.dir=run2")
+    assert again.returncode == 0, again.stderr
+    (path,) = [p.parent for p in cache_root.rglob(".hydra-cache.json")]
+    assert (
+        f"[WARNING] - cache hit for data.cache_dir reuses {path}, whose build read train.seed "
+        "outside its key: runs that differ only there share this entry; fix: hash it too, e.g. "
+        "data.cache_dir: ${cache_dir:.,train.seed}, or stop the build from reading it"
+    ) in (tmp_path / "run2" / "audited.log").read_text()
 
 
 @pytest.mark.parametrize("env", [{}, {"READ_AFTER": "1"}], ids=["hashed-only", "read-after"])
