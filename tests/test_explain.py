@@ -206,3 +206,20 @@ def test_a_miss_is_explained_only_by_entries_of_the_same_project(
     joined = why(lht, tmp_path, cache_root, "+hydra_cache.project=demo")
     assert joined["kind"] == "key-changed" and "data.resize: 4 -> 8" in joined["details"]
     assert any(f"by run {run_dir}" in line for line in joined["details"])
+
+
+def test_a_path_derived_elsewhere_is_never_called_never_built(tmp_path: Path) -> None:
+    """explain() of a path this process did not derive cannot diff values, but it must not
+    claim that nothing of the namespace was built when other entries are there."""
+    from hydra_cache import CacheEntry
+    from hydra_cache.explain import explain
+
+    root = tmp_path / "root"
+    CacheEntry(root / "ns" / ("a" * 16)).get_or_build(lambda s: (s / "f").write_text("x"))
+    found = explain(root / "ns" / ("b" * 16))
+    assert (found.kind, found.summary) == (
+        "key-changed",
+        f"not built: 1 other entry of namespace ns exists under {root}, but how "
+        f"{'b' * 16} was derived is unknown here, so no values can be compared",
+    )
+    assert explain(root / "other" / ("b" * 16)).kind == "never-built"

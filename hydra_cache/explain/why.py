@@ -115,6 +115,7 @@ def published_entries(namespace_dir: Path) -> Iterator[dict[str, Any]]:
 def explain(path: str | Path, info: EntryInfo | None = None) -> Explanation:
     """Explain the state of the cache dir at ``path`` (``info`` is how it was derived)."""
     entry = CacheEntry(path)
+    info = info if info is not None else entry.info  # derived in this process: diffable
     target = entry.path
     namespace = info.namespace if info else target.parent.name
     key = info.key if info else target.name
@@ -297,6 +298,16 @@ def _key_changed_or_never(
         ours = (None, info.project)
         others = {str(m["project"]) for m in siblings if m.get("project") not in ours}
         siblings = [m for m in siblings if m.get("project") in ours]
+    if siblings and info is None:
+        return Explanation(
+            "key-changed",
+            f"not built: {plural(len(siblings), 'other entry', 'other entries')} of namespace "
+            f"{namespace} {'exists' if len(siblings) == 1 else 'exist'} under {root}, but how "
+            f"{target.name} was derived is unknown "
+            "here, so no values can be compared",
+            ("fix: run 'hydra-cache why' with the job's config (-cd/-cn and its overrides)",),
+            evidence,
+        )
     if not siblings or info is None:
         project = f" of project {info.project}" if others and info is not None else ""
         besides = (
