@@ -232,6 +232,18 @@ def test_long_commands_show_progress_lines_without_a_terminal(
     assert done.returncode == 0, done.stderr
     assert "verify: 1/6 entries (17%)" in done.stderr
     assert "all 6 entries under" in done.stdout
+    done = cli(
+        project,
+        "gc",
+        "--max-size",
+        "0",
+        "--min-idle",
+        "0s",
+        HYDRA_CACHE_ROOT=str(root),
+        HYDRA_CACHE_PROGRESS_INTERVAL="0",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "gc: 1/6 entries (17%)" in done.stderr and "removed 6 entries" in done.stdout
 
 
 def test_a_progress_bar_on_a_terminal_when_tqdm_is_there(project: Path, tmp_path: Path) -> None:

@@ -425,6 +425,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
+    from hydra_cache.progress import Progress
     from hydra_cache.store import eviction
     from hydra_cache.units import parse_age, parse_size
 
@@ -437,15 +438,19 @@ def cmd_gc(args: argparse.Namespace) -> int:
     grace = parse_age(args.grace, "--grace")
     min_idle = parse_age(args.min_idle, "--min-idle")
     root = _root(args)
-    report = eviction.collect(
-        root,
-        max_size=max_size,
-        older_than=older,
-        min_idle=min_idle,
-        grace=grace,
-        namespace=args.namespace,
-        dry_run=args.dry_run,
-    )
+    found = eviction.scan(root, args.namespace)
+    with Progress(len(found), "gc") as step:
+        report = eviction.collect(
+            root,
+            max_size=max_size,
+            older_than=older,
+            min_idle=min_idle,
+            grace=grace,
+            namespace=args.namespace,
+            dry_run=args.dry_run,
+            entries=found,
+            progress=step,
+        )
     rows = [row.as_dict(args.dry_run) for row in report.rows]
     lines = []
     for row in report.rows:

@@ -24,6 +24,7 @@ import logging
 import os
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -363,17 +364,23 @@ def collect(
     foreign_grace: float = FOREIGN_GRACE,
     namespace: str | None = None,
     dry_run: bool = False,
+    entries: list[Found] | None = None,
+    progress: Callable[[], None] | None = None,
 ) -> Report:
     """Everything gc does, in order: free space (entries, then leftovers), then journal.
 
     A dry run writes nothing at all: it probes locks read-only and reports what would go.
+    ``entries`` is a :func:`scan` the caller already made (to size a progress bar), and
+    ``progress`` is called once per entry considered.
     """
     now = time.time()
-    entries = scan(root, namespace)
+    entries = scan(root, namespace) if entries is None else entries
     report = Report(max_size=max_size)
     total = sum(e.size_bytes for e in entries)
     pending: list[Any] = []
     for found, reason in plan(entries, max_size=max_size, older_than=older_than, now=now):
+        if progress is not None:
+            progress()
         stale = older_than is not None and age(found.last_used, now) > older_than
         if not stale and (max_size is None or total <= max_size):
             continue
