@@ -40,7 +40,7 @@ def entries(root: Path) -> list[Path]:
 
 
 def outcome(log: str) -> tuple[str, str]:
-    found = re.search(r"prepare_data: (\w+) (\S+)", log)
+    found = re.search(r"prepare_data \(pid \d+\): (\w+) (\S+)", log)
     assert found, log
     return found[1], found[2]
 

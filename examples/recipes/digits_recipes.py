@@ -8,6 +8,7 @@ needs to know how the key was made.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ class DigitsData:
         num_workers: int,
         pin_memory: bool,
     ) -> None:
+        super().__init__()  # cooperative: the Lightning version mixes this class in
         self.preprocess, self.cache_dir = preprocess, cache_dir
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
         self.arrays: dict[str, Any] = {}
@@ -50,7 +52,7 @@ class DigitsData:
         """Build the entry if no process has (any number may call this at once)."""
         entry = CacheEntry(self.cache_dir)
         entry.get_or_build(self.preprocess)
-        log.info("prepare_data: %s %s", entry.last_outcome, entry.path)
+        log.info("prepare_data (pid %d): %s %s", os.getpid(), entry.last_outcome, entry.path)
 
     def setup(self, stage: str | None = None) -> None:
         """Read only: the entry is complete, or this raises instead of reading half of it."""
