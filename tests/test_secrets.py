@@ -14,6 +14,8 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from conftest import clean_env, run_probe, write_config
 from test_explain import cli
 
@@ -64,6 +66,15 @@ SHAPES: dict[str, str] = {
     "goog": "X-Goog-Api-Key CANARY48",
     "pat": "CANARY49",
     "mdp": "CANARY50",
+    # Found by a stranger's attack: plurals, other names, credentials inside command lines.
+    "hf_tokens": "CANARY51",
+    "accessTokens": "CANARY52",
+    "TOKENS": "CANARY53",
+    "jwt_value": "CANARY54",
+    "keyfile_content": "CANARY55",
+    "curl_cmd": "curl -u bob:CANARY56pw https://x.example",
+    "connect": "password=CANARY57",
+    "dsn_text": "host=db secret_key: CANARY58",
 }
 
 
@@ -167,3 +178,28 @@ def test_no_secret_shape_reaches_any_file_log_or_output(tmp_path: Path) -> None:
     assert any("journal" in str(p) for p in written_by_us(tmp_path))
     meta = json.loads(next(root.rglob(".hydra-cache.json")).read_text())
     assert meta["payload"]["nodes"]["data"]["size"] == 3  # not everything is hidden
+
+
+@pytest.mark.parametrize(
+    ("name", "secret"),
+    [
+        ("hf_tokens", True),
+        ("api_keys", True),
+        ("ssh_pass", True),
+        ("jwt", True),
+        ("token_count", False),
+        ("max_tokens", False),
+        ("num_tokens", False),
+        ("pad_token", False),
+        ("eos_token_id", False),
+        ("access", False),
+        ("status", False),
+        ("tokenizer", False),
+    ],
+)
+def test_names_that_count_tokens_are_shown_and_plurals_of_credentials_are_not(
+    name: str, secret: bool
+) -> None:
+    from hydra_cache.key.rules import is_secret_name
+
+    assert is_secret_name(name) is secret

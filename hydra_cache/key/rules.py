@@ -60,11 +60,14 @@ _SECRET_WORDS = frozenset(
         "token",
         "pat",
         "mdp",
+        "jwt",
     }
 )
-#: Tokenizer settings (``pad_token``, ``eos_token``) name vocabulary, not credentials.
+#: Tokenizer settings (``pad_token``, ``eos_token``) name vocabulary, and ``max_tokens`` or
+#: ``token_count`` name amounts of tokens: neither holds a credential.
 _VOCABULARY = frozenset(
     {"pad", "eos", "bos", "unk", "sep", "cls", "mask", "special", "start", "end"}
+    | {"count", "num", "max", "min", "len", "length", "limit", "budget", "per", "total", "n"}
 )
 #: Fragments that name a credential wherever they stand in a name (``dbpassword``, ``apiKey``).
 _SECRET_FRAGMENTS = (
@@ -84,6 +87,8 @@ _SECRET_FRAGMENTS = (
     "signature",
     "session",
     "webhook",
+    "keyfile",
+    "jwt",
 )
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _WORD_SPLIT = re.compile(r"[^a-z0-9]+")
@@ -97,6 +102,9 @@ _SECRET_VALUE = re.compile(
                     |code|jwt)[\w.-]{0,64}=[^&\s]              # ?access_token=...
     | \b(?:bearer|basic|token|digest)\s{1,8}[\w.~+/=-]{8,}       # Authorization: Bearer ...
     | \bauthorization\s{0,8}[:=]
+    | \b(?:password|passwd|passphrase|pwd|secret|client_secret|api_?key|access_?key
+         |secret_?key|private_?key)\s{0,4}[:=]\s{0,4}[^\s&]            # password=... in a string
+    | (?:^|\s)(?:-u|--user)\s{1,4}[^\s:]{1,64}:[^\s@]{1,256}         # curl -u user:password
     | \b(?:x-api-key|api-key|cookie|set-cookie)\s{0,8}[:=]
     | -----BEGIN[ A-Z]{0,40}PRIVATE\ KEY-----
     | \b(?:sk|pk|rk)[-_](?:live|test|proj)?[-_]?[A-Za-z0-9]{16,}  # provider API keys
@@ -125,11 +133,17 @@ _REFERENCE_NAMES = re.compile(r"\$\{\.*([A-Za-z_][\w.\[\]]*)\}")
 SELECTED = re.compile(r"\$\{\s*oc\.select\s*:\s*(\.*)([A-Za-z_][\w.\[\]]*)")
 
 
+def _singular(word: str) -> str:
+    """``tokens`` -> ``token``, ``keys`` -> ``key``; ``pass`` and ``access`` stay."""
+    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
+
+
 @functools.lru_cache(maxsize=8192)
 def is_secret_name(name: str) -> bool:
     """Whether a config key's name looks like it holds a credential."""
     spaced = _CAMEL.sub("_", name).lower()
-    words = _WORD_SPLIT.split(spaced)
+    # A plural names the same thing: hf_tokens and api_keys hold credentials as hf_token does.
+    words = [_singular(word) for word in _WORD_SPLIT.split(spaced)]
     if "token" in words and _VOCABULARY.intersection(words):
         return False
     if any(word in _SECRET_WORDS for word in words):
@@ -138,13 +152,18 @@ def is_secret_name(name: str) -> bool:
     return squashed.endswith("token") or any(frag in squashed for frag in _SECRET_FRAGMENTS)
 
 
+#: The shortest text any credential shape below can match (``-u a:b`` is 7).
+MIN_CREDENTIAL_LENGTH = 7
+
+
 def holds_credentials(value: str) -> bool:
     """Whether a string carries credentials in its text (URL userinfo, signed query, header).
 
-    Every credential shape is at least 12 characters long; most config strings are shorter,
+    Every credential shape is at least MIN_CREDENTIAL_LENGTH characters long (``pwd=x``
+    is not, but ``password=x`` is); most config strings are shorter,
     and skipping the regular expression for them keeps the key walk fast.
     """
-    if len(value) < 12:
+    if len(value) < MIN_CREDENTIAL_LENGTH:
         return False
     if len(value) > _REMEMBERED_LENGTH:
         return _SECRET_VALUE.search(value) is not None

@@ -68,7 +68,14 @@ from hydra_cache.key.refs import (
     chain_origin,
     resolve_simple,
 )
-from hydra_cache.key.rules import Origin, holds_credentials, is_secret_name, origin_of, redact
+from hydra_cache.key.rules import (
+    MIN_CREDENTIAL_LENGTH,
+    Origin,
+    holds_credentials,
+    is_secret_name,
+    origin_of,
+    redact,
+)
 
 #: Nodes that never join a key (the ``hydra_cache`` node joins through its ``salt`` only).
 ALWAYS_EXCLUDED = frozenset({"hydra", "hydra_cache"})
@@ -698,7 +705,9 @@ class _Walker:
                             if found is not _SKIP:
                                 out[name] = found
                             continue
-                        slow = raw == "???" or (len(raw) >= 12 and holds_credentials(raw))
+                        slow = raw == "???" or (
+                            len(raw) >= MIN_CREDENTIAL_LENGTH and holds_credentials(raw)
+                        )
                         if prefixes and not slow:
                             for prefix in prefixes:
                                 if prefix in raw:
