@@ -70,10 +70,16 @@ class Recorder:
 
 
 def _is_covered(key: str, covered: tuple[str, ...]) -> bool:
-    for prefix in covered:
-        if prefix in ("", ".") or key == prefix or key.startswith((prefix + ".", prefix + "[")):
+    key = _dotted(key)
+    for prefix in map(_dotted, covered):
+        if prefix in ("", ".") or key == prefix or key.startswith(prefix + "."):
             return True
     return False
+
+
+def _dotted(key: str) -> str:
+    """``a.b[1]`` and ``a.b.1`` name the same value (reads say the first, keys may say either)."""
+    return re.sub(r"\[(\d+)\]", r".\1", key)
 
 
 def _hook(container: Container, key: Any, node: Any) -> None:

@@ -23,7 +23,7 @@ from hydra_cache import manifest, registry
 from hydra_cache.errors import ConfigError
 from hydra_cache.explain import explain
 from hydra_cache.resolver import ResolvedCacheDir, resolve_all
-from hydra_cache.store.entry import CacheEntry
+from hydra_cache.store.entry import CacheEntry, warn_if_under_keyed
 from hydra_cache.store.liveness import iso_time
 from hydra_cache.units import plural
 
@@ -188,24 +188,8 @@ class ManifestCallback(Callback):
 
 
 def _warn_if_under_keyed(record: dict[str, Any]) -> None:
-    """A hit on an entry whose build read values outside its key is never silent: this run
-    may differ from the one that built it exactly there."""
-    meta = CacheEntry(record["path"]).metadata() or {}
-    uncovered = (meta.get("audit") or {}).get("uncovered") or []
-    if uncovered:
-        names = ", ".join(str(name) for name in uncovered)
-        log.warning(
-            "cache hit for %s reuses %s, whose build read %s outside its key: runs that differ "
-            "only there share this entry; fix: hash %s too, e.g. %s: ${cache_dir:.,%s}, or "
-            "stop the build from reading %s",
-            record["config_key"],
-            record["path"],
-            names,
-            "them" if len(uncovered) > 1 else "it",
-            record["config_key"],
-            ",".join(str(name) for name in uncovered),
-            "them" if len(uncovered) > 1 else "it",
-        )
+    """A hit at job start on an entry whose build read values outside its key."""
+    warn_if_under_keyed(Path(record["path"]), record["config_key"])
 
 
 def _shown_overrides(overrides: list[str]) -> list[str]:

@@ -70,10 +70,38 @@ def test_the_audit_catches_a_build_that_reads_train_seed(tmp_path: Path, cache_r
     assert again.returncode == 0, again.stderr
     (path,) = [p.parent for p in cache_root.rglob(".hydra-cache.json")]
     assert (
-        f"[WARNING] - cache hit for data.cache_dir reuses {path}, whose build read train.seed "
-        "outside its key: runs that differ only there share this entry; fix: hash it too, e.g. "
-        "data.cache_dir: ${cache_dir:.,train.seed}, or stop the build from reading it"
+        f"[WARNING] - data.cache_dir reuses {path}, whose build read train.seed outside its "
+        "key: runs that differ only there share this entry; fix: hash it too, e.g. "
+        "data.cache_dir: ${cache_dir:.,train.seed} (and take it out of hydra_cache.exclude if "
+        "listed there), or stop the build from reading it"
     ) in (tmp_path / "run2" / "audited.log").read_text()
+
+
+def test_a_job_that_waited_for_an_under_keyed_build_warns_too(
+    tmp_path: Path, cache_root: Path
+) -> None:
+    """Found by a stranger's attack: in a joblib sweep over train.seed, the job that waited
+    for the other's build reused an entry built with another seed, without a word."""
+    conf = write_config(tmp_path / "conf", CONF)
+    done = run(
+        [
+            str(AUDITED),
+            "--config-dir",
+            str(conf),
+            "-m",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            "hydra.sweep.dir=sweep",
+            "train.seed=1,2",
+        ],
+        cwd=tmp_path,
+        env=clean_env(HYDRA_CACHE_ROOT=str(cache_root), READ_SEED="1", BUILD_SECONDS="3"),
+    )
+    assert done.returncode == 0, done.stderr
+    logs = [p.read_text() for p in sorted((tmp_path / "sweep").glob("*/audited.log"))]
+    assert sorted(re.findall(r"ENTRY (\w+)", done.stdout)) == ["built", "waited"], done.stdout
+    waited = [log for log in logs if "whose build read train.seed outside its key" in log]
+    assert len(waited) == 1, logs  # the waiter says so; the builder already warned as it built
 
 
 @pytest.mark.parametrize("env", [{}, {"READ_AFTER": "1"}], ids=["hashed-only", "read-after"])
@@ -360,3 +388,12 @@ def test_the_plugin_gives_users_a_cache_root_fixture(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 passed" in done.stdout
+
+
+def test_a_list_item_hashed_as_a_dot_1_covers_a_read_of_a_bracket_1() -> None:
+    """${cache_dir:.,train.layers.1} hashes what a build reads as train.layers[1]."""
+    from hydra_cache.audit import _is_covered
+
+    assert _is_covered("train.layers[1]", ("train.layers.1",))
+    assert _is_covered("train.layers[1].width", ("train.layers[1]",))
+    assert not _is_covered("train.layers[10]", ("train.layers.1",))

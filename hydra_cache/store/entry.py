@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import stat
 import time
 from collections.abc import Callable
@@ -291,6 +292,8 @@ class CacheEntry:
             with contextlib.suppress(OSError):
                 os.utime(self.metadata_path, (now, now))
         self._note("waited" if after_wait else "hit")
+        if after_wait:  # a job that waited for another's build reuses it: say what it missed
+            warn_if_under_keyed(self.path, self.info.config_key if self.info else None)
         return True
 
     def _intact(self) -> bool:
@@ -387,6 +390,34 @@ class CacheEntry:
             if item.alive is False:
                 log.info("removing %s, left by a killed build (pid %d)", item.name, item.pid)
                 remove_tree(self.path.parent / item.name)
+
+
+def warn_if_under_keyed(path: Path, config_key: str | None = None) -> None:
+    """Never a silent under-keyed reuse: an entry whose build read config values outside its
+    key (its audit says which) is being reused by a run that may differ exactly there."""
+    found = metadata.read(path)
+    uncovered = [
+        str(key) for key in ((found.raw.get("audit") or {}) if found else {}).get("uncovered") or []
+    ]
+    if not uncovered:
+        return
+    them = "them" if len(uncovered) > 1 else "it"
+    holder = config_key or "the cache dir"
+    # ${cache_dir:...} takes dotted keys: a list item is spelt a.1, not a[1].
+    dotted = ",".join(re.sub(r"\[(\d+)\]", r".\1", key) for key in uncovered)
+    log.warning(
+        "%s reuses %s, whose build read %s outside its key: runs that differ only there share "
+        "this entry; fix: hash %s too, e.g. %s: ${cache_dir:.,%s} (and take %s out of "
+        "hydra_cache.exclude if listed there), or stop the build from reading %s",
+        holder,
+        path,
+        ", ".join(uncovered),
+        them,
+        holder,
+        dotted,
+        them,
+        them,
+    )
 
 
 def staging_creator(name: str) -> tuple[str, int] | None:

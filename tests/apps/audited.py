@@ -2,11 +2,13 @@
 
 $READ_SEED=1: the build reads train.seed (not hashed). $READ_AFTER=1: the task reads
 train.seed after the build (outside it). $TO_CONTAINER=1: the build reads all of ``train``.
+$BUILD_SECONDS: the build lasts that long (so a second job waits for it).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import hydra
@@ -24,11 +26,12 @@ def main(cfg: DictConfig) -> None:
         seed = cfg.train.seed if os.environ.get("READ_SEED") else 0
         if os.environ.get("TO_CONTAINER"):
             OmegaConf.to_container(cfg.train)
+        time.sleep(float(os.environ.get("BUILD_SECONDS", "0")))
         (staging / "arrays.txt").write_text(f"{cfg.data.resize} {cfg.data.normalize} {seed}")
 
     entry = CacheEntry(cfg.data.cache_dir)
     entry.get_or_build(build)
-    print(f"ENTRY {entry.last_outcome}")
+    print(f"ENTRY {entry.last_outcome} SEEN {entry.path.joinpath('arrays.txt').read_text()}")
     if os.environ.get("READ_AFTER"):
         print(f"SEED {cfg.train.seed}")
 
