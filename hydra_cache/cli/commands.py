@@ -549,11 +549,11 @@ def cmd_build(args: argparse.Namespace) -> int:
             )
     by_outcome = {
         kind: sum(1 for r in rows if r["outcome"] == kind)
-        for kind in ("built", "hit", "waited", "failed")
+        for kind in ("built", "hit", "waited", "pulled", "failed")
     }
     lines = [
         f"{r['outcome']:7} {r['config_key']} {r['path']}"
-        + (f" in {human_duration(r['seconds'])}" if r["outcome"] == "built" else "")
+        + (f" in {human_duration(r['seconds'])}" if r["outcome"] in ("built", "pulled") else "")
         + (f": {r['error']}" if r["error"] else "")
         for r in rows
     ]
@@ -562,6 +562,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         f"{plural(len(planned), 'distinct cache entry', 'distinct cache entries')}: "
         f"built {by_outcome['built']}, {by_outcome['hit']} already ready, "
         f"{by_outcome['waited']} built by another process"
+        + (f", {by_outcome['pulled']} pulled from the remote" if by_outcome["pulled"] else "")
         + (f", {by_outcome['failed']} failed" if by_outcome["failed"] else "")
     )
     emit(args.format, rows, "\n".join(lines))
