@@ -343,6 +343,16 @@ class FsspecBackend:
         return data, str(info.get("ETag") or info.get("generation") or info.get("etag") or "")
 
     def exists(self, name: str) -> bool:
+        if self.url.scheme == "s3":
+            # One HEAD. s3fs's exists() follows a 404 with a listing (is it a "directory"?),
+            # which doubled the requests of a push's blob check and made it slower than the
+            # upload itself; names here are objects, never directories.
+            bucket, key, _ = self.fs.split_path(self._p(name))
+            try:
+                self.fs.call_s3("head_object", Bucket=bucket, Key=key)
+            except FileNotFoundError:
+                return False
+            return True
         return bool(self.fs.exists(self._p(name)))
 
     def create(self, name: str, data: bytes) -> str | None:

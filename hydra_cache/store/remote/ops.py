@@ -268,7 +268,7 @@ def push(spec: RemoteSpec, path: Path, root: Path) -> Moved:
         return Moved(namespace, key, str(path), "failed", str(refused), size)
     except Exception as error:
         return Moved(namespace, key, str(path), "failed", describe_error(error, spec), size)
-    detail = f"{done.blobs} new blobs of {done.files} files"
+    detail = f"{done.blobs} blobs sent for {done.files} files"
     if done.outcome == "raced":
         detail = "another machine committed it first; its manifest is kept"
     return Moved(namespace, key, str(path), done.outcome, detail, done.bytes, done.seconds)

@@ -203,10 +203,22 @@ class RemoteTier:
                 for name in sorted(found.files.keys() | files.keys())
                 if _kind(found.files.get(name)) != _kind(files.get(name))
             ]
-            if wrong:
-                raise transfer.TornRemoteEntry(
-                    [f"{name}: differs from the manifest once assembled" for name in wrong], []
+            if wrong:  # the seal's SHA-256 is the pull's one hash of each file
+                bad = sorted(
+                    {
+                        d
+                        for n in wrong
+                        if (d := (found.files.get(n) or {}).get("sha256")) is not None
+                    }
                 )
+                problems = [
+                    f"{name}: blob {str(found.files[name]['sha256'])[:12]} is corrupt (its "
+                    "SHA-256 differs)"
+                    if "sha256" in (found.files.get(name) or {})
+                    else f"{name}: differs from the manifest once assembled"
+                    for name in wrong
+                ]
+                raise transfer.TornRemoteEntry(problems, bad)
 
         extra = {
             "pulled_from": {
@@ -374,7 +386,7 @@ class RemoteTier:
             return Pushed("raced", files, count, size, time.monotonic() - started)
         seconds = time.monotonic() - started
         log.info(
-            "pushed %s to %s: %d files (%d new blobs, %s) in %.2f s",
+            "pushed %s to %s: %d files (%d blobs sent, %s) in %.2f s",
             self.label,
             self.where,
             files,
