@@ -742,6 +742,228 @@ def bench_publish(work: Path, count: int, size: int, repeat: int) -> list[Row]:
     return rows
 
 
+# ----------------------------------------------------------------------------- remote
+
+
+class _MotoServer:
+    """moto's S3 server in its own process on 127.0.0.1 (a server in this process would
+    share the interpreter lock with the clients it serves), for every remote row alike."""
+
+    def __init__(self) -> None:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.endpoint = f"http://127.0.0.1:{port}"
+        server = Path(sys.executable).with_name("moto_server")
+        self.process = subprocess.Popen(
+            [str(server), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        import urllib.request
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(self.endpoint, timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    self.stop()
+                    raise RuntimeError("moto_server did not start") from None
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def _remote_env(endpoint: str) -> dict[str, str]:
+    return {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_ENDPOINT_URL": endpoint,
+    }
+
+
+def bench_remote(work: Path, total: int, repeat: int) -> list[Row]:
+    """Push and pull through the remote tier against raw s3fs ``put``/``get`` of the same
+    objects, on the same moto server; the requests a lookup of a miss makes; and DVC's push
+    and pull of the same data to the same server when ``dvc[s3]`` is installed."""
+    s3fs = optional("s3fs")
+    if s3fs is None or not Path(sys.executable).with_name("moto_server").exists():
+        print("remote rows skipped: needs s3fs and moto[server]", file=sys.stderr)
+        return []
+    from hydra_cache.store.remote import ops, parse_remote
+    from hydra_cache.store.remote.tier import RemoteTier
+
+    server = _MotoServer()
+    os.environ.update(_remote_env(server.endpoint))
+    fs = s3fs.S3FileSystem(endpoint_url=server.endpoint, skip_instance_cache=True)
+    fs.mkdir("bench")
+    rows: list[Row] = []
+    try:
+        ours: dict[str, float] = {}
+        for count in (1000, 1):
+            found = _bench_transfer(work / f"remote-{count}", fs, total, count, repeat)
+            if count == 1000:
+                ours = {"push": found[0].ours, "pull": found[1].ours}
+            rows += found
+        spec = parse_remote("s3://bench/lookup")
+        assert spec is not None
+        ops.lookup(spec, "data", "0" * 16)  # opens the client: not part of a lookup
+        backend = RemoteTier(spec, work / "x" / "data" / ("0" * 16), work).backend
+        sent: list[str] = []
+        backend.fs.s3.meta.events.register(
+            "before-send", lambda **kw: sent.append(kw["request"].url)
+        )  # type: ignore[attr-defined]
+        assert ops.lookup(spec, "data", "1" * 16).status == "absent"
+        rows.append(
+            Row(
+                "remote: lookup of a miss (HTTP requests)",
+                float(len(sent)),
+                "absolute target",
+                1.0,
+                target="<= 1",
+                unit="requests",
+                notes="counted by botocore's before-send hook: "
+                + ", ".join(u.split("/", 3)[-1] for u in sent),
+            )
+        )
+        rows += _bench_dvc(work / "dvc", server.endpoint, total, ours)
+    finally:
+        server.stop()
+    return rows
+
+
+def _bench_transfer(work: Path, fs: Any, total: int, count: int, repeat: int) -> list[Row]:
+    from hydra_cache.store.remote import ops, parse_remote
+    from hydra_cache.store.remote.tier import RemoteTier
+
+    source = work / "source"
+    source.mkdir(parents=True)
+    block = os.urandom(total // count)
+    _write_files(source, count, total // count, block)
+    label = f"{total / 1e9:g} GB as {count:,} file{'s' if count > 1 else ''}"
+    entry = work / "root" / "data" / ("a" * 16)
+    CacheEntry(entry).get_or_build(
+        lambda staging: shutil.copytree(source, staging, dirs_exist_ok=True)
+    )
+    record = CacheEntry(entry).metadata()
+    assert record is not None
+    names = sorted(p.name for p in source.iterdir())
+    ours_push: list[float] = []
+    raw_put: list[float] = []
+    ours_pull: list[float] = []
+    raw_get: list[float] = []
+    for sample in range(repeat):
+        prefix = f"bench/{count}-{sample}"
+        spec = parse_remote(f"s3://{prefix}/ours")
+        assert spec is not None
+        # The tier pushes after its lookup of the manifest, so its client is made by then
+        # (as s3fs's is here): make it before timing.
+        assert ops.lookup(spec, "data", "a" * 16).status == "absent"
+        started = time.perf_counter()
+        RemoteTier(spec, entry, work / "root").commit(record)
+        ours_push.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        fs.put([str(source / n) for n in names], [f"{prefix}/raw/{n}" for n in names])
+        raw_put.append(time.perf_counter() - started)
+        target = work / f"pulled-{sample}" / "data" / ("a" * 16)
+        os.sync()
+        started = time.perf_counter()
+        moved = ops.pull(spec, target)
+        ours_pull.append(time.perf_counter() - started)
+        assert moved.outcome == "pulled", moved
+        local = work / f"raw-{sample}"
+        local.mkdir()
+        blobs = sorted(fs.find(f"{prefix}/ours/blobs"))
+        os.sync()
+        started = time.perf_counter()
+        fs.get(blobs, [str(local / b.rpartition("/")[2]) for b in blobs])
+        raw_get.append(time.perf_counter() - started)
+        shutil.rmtree(local)
+        shutil.rmtree(target.parent.parent)
+        fs.rm(prefix, recursive=True)
+        print(
+            f"remote {label}: push {ours_push[-1]:.2f} s (s3fs put {raw_put[-1]:.2f} s), "
+            f"pull {ours_pull[-1]:.2f} s (s3fs get {raw_get[-1]:.2f} s)",
+            file=sys.stderr,
+        )
+    shutil.rmtree(work)
+    notes = "time ratio; <= 1.11x is >= 0.9x the throughput"
+    return [
+        Row(
+            f"remote: push {label}",
+            statistics.median(ours_push),
+            "raw s3fs put of the same files",
+            statistics.median(raw_put),
+            target="<= 1.11x",
+            notes=notes,
+        ),
+        Row(
+            f"remote: pull {label} (verified, published)",
+            statistics.median(ours_pull),
+            "raw s3fs get of the same objects",
+            statistics.median(raw_get),
+            target="<= 1.11x",
+            notes=notes + "; ours also hashes every file and makes the entry durable",
+        ),
+    ]
+
+
+def _bench_dvc(work: Path, endpoint: str, total: int, ours: dict[str, float]) -> list[Row]:
+    """``dvc push``/``dvc pull`` of the 1,000 files to the same server, once each (DVC takes
+    seconds per command): skipped, with the reason in the row's notes, when DVC is not
+    installed or does not run."""
+    dvc = Path(sys.executable).with_name("dvc")
+    label = f"{total / 1e9:g} GB as 1,000 files"
+    if not dvc.exists():
+        why = "dvc not installed (pip install 'dvc[s3]')"
+        return [Row(f"remote: push {label}", ours["push"], "dvc push", None, notes=why)]
+    repo = work / "repo"
+    (repo / "data").mkdir(parents=True)
+    _write_files(repo / "data", 1000, total // 1000, os.urandom(total // 1000))
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+
+    def run(*args: str) -> float:
+        started = time.perf_counter()
+        done = subprocess.run(
+            [str(dvc), *args], cwd=repo, env=env, capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"dvc {' '.join(args)}: {done.stderr.strip()[-300:]}")
+        return time.perf_counter() - started
+
+    try:
+        run("init", "--no-scm", "-q")
+        run("remote", "add", "-d", "store", "s3://bench/dvc")
+        run("remote", "modify", "store", "endpointurl", endpoint)
+        run("add", "data")
+        push = run("push")
+        shutil.rmtree(repo / ".dvc" / "cache")
+        shutil.rmtree(repo / "data")
+        os.sync()
+        pull = run("pull")
+    except (RuntimeError, OSError) as error:
+        note = f"dvc did not run: {error}"
+        return [Row(f"remote: push {label}", ours["push"], "dvc push", None, notes=note)]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    version = subprocess.run(
+        [str(dvc), "--version"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    notes = f"dvc {version}, one run each; dvc pull also checks out the files"
+    return [
+        Row(f"remote: push {label}", ours["push"], "dvc push", push, target="< 1x", notes=notes),
+        Row(f"remote: pull {label}", ours["pull"], "dvc pull", pull, target="< 1x", notes=notes),
+    ]
+
+
 # ---------------------------------------------------------------------------- report
 
 
@@ -771,10 +993,12 @@ def table(rows: list[Row]) -> str:
     for row in rows:
         ratio = "" if row.peer == "absolute target" or row.ratio is None else f"{row.ratio:.2f}x"
         theirs = "" if row.theirs is None else show(row.theirs)
+        ours = show(row.ours)
+        if row.unit != "s":  # a count (requests), not a time
+            ours, theirs = f"{row.ours:g} {row.unit}", ""
         met = {True: "yes", False: "**no**", None: ""}[row.met]
         lines.append(
-            f"| {row.case} | {show(row.ours)} | {row.peer} | {theirs} | {ratio} | "
-            f"{row.target} | {met} |"
+            f"| {row.case} | {ours} | {row.peer} | {theirs} | {ratio} | {row.target} | {met} |"
         )
     return "\n".join(lines)
 
@@ -816,7 +1040,9 @@ def main() -> int:
     parser.add_argument("--chart", type=Path, help="write a PNG chart (needs matplotlib)")
     parser.add_argument("--replot", type=Path, help="only redraw --chart from a saved --json")
     parser.add_argument(
-        "--only", choices=["publish"], help="run only this group of rows (and print them)"
+        "--only",
+        choices=["publish", "remote"],
+        help="run only this group of rows (and print them)",
     )
     args = parser.parse_args()
     if args.replot:
@@ -839,38 +1065,16 @@ def main() -> int:
             if quick
             else [(1000, 1_000_000, 3), (20_000, 1024, 5)]
         )
-        if args.only == "publish":
-            for count, size, times in publish_sizes:
-                rows += bench_publish(work / f"publish-{count}", count, size, times)
-            for row in rows:
-                check(row)
-            print(table(rows))
-            return 0
-        for leaves in (50, 5000) if quick else (50, 5000, 50000):
-            for interpolated in (False, True):
-                rows += bench_derivation(leaves, interpolated, 3 if leaves > 5000 else repeat)
-        for depth in (1, 3):
-            rows += bench_chain(work / "chain-root", 1000, depth, repeat)
-        rows += bench_access(work / "access-root", 1000, repeat)
-        rows += bench_hit(work / "hit-root", repeat)
-        rows += bench_audit(work / "audit-root", repeat)
-        startup_dir = work / "startup"
-        startup_dir.mkdir()
-        rows += bench_startup(startup_dir, 5 if quick else 15)
-        sweep_dir = work / "sweep"
-        sweep_dir.mkdir()
-        rows += bench_sweep(sweep_dir, 1.0 if quick else 2.0, 0.25 if quick else 0.5)
-        prebuild_dir = work / "prebuild"
-        prebuild_dir.mkdir()
-        rows += bench_prebuild(prebuild_dir, 1.0 if quick else 2.0, 0.25 if quick else 0.5)
-        scale_dir = work / "scale"
-        scale_dir.mkdir()
-        rows += bench_scale(scale_dir, 1000 if quick else 10000, 1 if quick else 3)
-        for count, size, times in publish_sizes:
-            rows += bench_publish(work / f"publish-{count}", count, size, times)
+        remote_bytes = 100_000_000 if quick else 1_000_000_000
+        if args.only:
+            rows = _group(args.only, work, publish_sizes, remote_bytes)
+        else:
+            rows = _all_groups(work, quick, repeat, publish_sizes, remote_bytes)
     for row in rows:
         check(row)
     print(table(rows))
+    if args.only:  # a group's rows go beside the full run's, never over them
+        args.json = args.json.with_name(args.json.stem + f"-{args.only}.json")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(
         json.dumps(
@@ -886,6 +1090,53 @@ def main() -> int:
     if args.chart:
         chart(rows, args.chart)
     return 0
+
+
+def _group(
+    name: str, work: Path, publish_sizes: list[tuple[int, int, int]], remote_bytes: int
+) -> list[Row]:
+    """The rows of one group (``--only``)."""
+    rows: list[Row] = []
+    if name == "publish":
+        for count, size, times in publish_sizes:
+            rows += bench_publish(work / f"publish-{count}", count, size, times)
+    else:
+        rows += bench_remote(work / "remote", remote_bytes, 3)
+    return rows
+
+
+def _all_groups(
+    work: Path,
+    quick: bool,
+    repeat: int,
+    publish_sizes: list[tuple[int, int, int]],
+    remote_bytes: int,
+) -> list[Row]:
+    rows: list[Row] = []
+    for leaves in (50, 5000) if quick else (50, 5000, 50000):
+        for interpolated in (False, True):
+            rows += bench_derivation(leaves, interpolated, 3 if leaves > 5000 else repeat)
+    for depth in (1, 3):
+        rows += bench_chain(work / "chain-root", 1000, depth, repeat)
+    rows += bench_access(work / "access-root", 1000, repeat)
+    rows += bench_hit(work / "hit-root", repeat)
+    rows += bench_audit(work / "audit-root", repeat)
+    startup_dir = work / "startup"
+    startup_dir.mkdir()
+    rows += bench_startup(startup_dir, 5 if quick else 15)
+    sweep_dir = work / "sweep"
+    sweep_dir.mkdir()
+    rows += bench_sweep(sweep_dir, 1.0 if quick else 2.0, 0.25 if quick else 0.5)
+    prebuild_dir = work / "prebuild"
+    prebuild_dir.mkdir()
+    rows += bench_prebuild(prebuild_dir, 1.0 if quick else 2.0, 0.25 if quick else 0.5)
+    scale_dir = work / "scale"
+    scale_dir.mkdir()
+    rows += bench_scale(scale_dir, 1000 if quick else 10000, 1 if quick else 3)
+    for count, size, times in publish_sizes:
+        rows += bench_publish(work / f"publish-{count}", count, size, times)
+    rows += bench_remote(work / "remote", remote_bytes, 3)
+    return rows
 
 
 if __name__ == "__main__":

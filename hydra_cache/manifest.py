@@ -66,6 +66,7 @@ def summarize(manifests: Iterable[dict[str, Any]], sweep_dir: str) -> dict[str, 
                     "built_by": [],
                     "hit_by": [],
                     "waited": [],
+                    "pulled_by": [],
                     "missing_in": [],
                 },
             )
@@ -76,6 +77,8 @@ def summarize(manifests: Iterable[dict[str, Any]], sweep_dir: str) -> dict[str, 
                 "hit": "hit_by",
                 "ready": "hit_by",
                 "waited": "waited",
+                # Pulled from the team's remote: present, and not built by this sweep.
+                "pulled": "pulled_by",
             }.get(str(status), "missing_in")
             entry[bucket].append(job)
     entries = sorted(shared.values(), key=lambda e: str(e["path"]))

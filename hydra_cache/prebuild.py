@@ -59,7 +59,7 @@ class Planned:
 class Result:
     path: str
     config_key: str
-    #: hit, built or waited (as ``CacheEntry.last_outcome``), or failed.
+    #: hit, built, waited or pulled (as ``CacheEntry.last_outcome``), or failed.
     outcome: str
     seconds: float
     error: str | None = None

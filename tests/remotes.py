@@ -257,3 +257,46 @@ def tree(entry: Path) -> dict[str, tuple[str, Any]]:
         else:
             found[name] = ("file", (path.read_bytes(), path.stat().st_mode & 0o777))
     return found
+
+
+class RequestLog(logging.Handler):
+    """The requests moto's server answers, as its request log lines (``"GET /b/k HTTP/1.1"
+    404 -``): how a test counts what a command asked of the remote, from any process."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+    def under(self, remote: Remote) -> list[str]:
+        """The requests that named the remote's bucket."""
+        return [line for line in self.lines if f"/{remote.bucket}" in line]
+
+
+@contextlib.contextmanager
+def requests_logged() -> Iterator[RequestLog]:
+    server_log = logging.getLogger("werkzeug")
+    handler, level = RequestLog(), server_log.level
+    server_log.addHandler(handler)
+    server_log.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        server_log.removeHandler(handler)
+        server_log.setLevel(level)
+
+
+def cli(machine: Machine, *args: str, **env: str) -> Run:
+    """``hydra-cache ARGS`` on ``machine``, in a real process, with its config folder."""
+    done = subprocess.run(
+        [sys.executable, "-m", "hydra_cache", *args],
+        cwd=machine.home,
+        env=machine.env(**env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return Run(done.returncode, done.stdout, done.stderr)

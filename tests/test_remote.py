@@ -14,6 +14,7 @@ import pytest
 from remotes import (
     Remote,
     builds,
+    cli,
     machines,
     moto_endpoint,  # noqa: F401  (a fixture)
     remote,  # noqa: F401  (a fixture)
@@ -245,8 +246,22 @@ def test_credentials_and_signed_urls_never_appear_in_logs_or_files(
             "data.size=9", AWS_ENDPOINT_URL="http://127.0.0.1:9", AWS_MAX_ATTEMPTS="1", **secret_env
         )
     )  # an unreachable remote
+    # The commands, on the same remote and with the same secrets, successes and failures.
+    for args in (
+        ["push", "-cd", str(c.conf), "data.size=9"],
+        ["pull", "-cd", str(b.conf), "data.size=9"],
+        ["pull", "-cd", str(b.conf), "data.size=10"],
+        ["ls", "--remote"],
+        ["why", "-cd", str(b.conf), "data.size=9"],
+        ["verify", "--remote", "--deep"],
+        ["gc", "--remote", "--older-than", "0s", "--dry-run"],
+        ["push", "-cd", str(c.conf), "data.size=9", "+hydra_cache.remote.mode=read"],
+    ):
+        runs.append(cli(b if args[0] in ("pull", "why") else c, *args, **secret_env))
+    runs.append(cli(c, "ls", "--remote", **gone))
     text = "".join(r.output for r in runs)
     assert "remote-torn" in text
+    assert "pulled 1 entry" in text and "not on the remote" in text, text
     leaks = [line for line in text.splitlines() if "CANARY" in line]
     for path in tmp_path.rglob("*"):
         if path.is_file() and not path.is_symlink():

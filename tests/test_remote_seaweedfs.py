@@ -49,6 +49,11 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     # Side listeners with fixed default ports (Iceberg, Lance, IAM): free ones, or they collide.
     side = {"s3.port.iceberg": free_port(), "s3.port.lance": free_port(), "iam.port": free_port()}
     log = open(folder / "weed.log", "wb")  # noqa: SIM115  (closed below)
+    # The server gets no AWS_* variables: SeaweedFS turns on authentication with an admin
+    # identity made from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY when they are set (the moto
+    # fixture sets them for the whole session), and then refuses the clients' requests, which
+    # carry a session token it never issued, with 403 Forbidden.
+    server_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     process = subprocess.Popen(
         [
             binary,
@@ -69,6 +74,7 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=folder,
+        env=server_env,
     )
     endpoint = f"http://127.0.0.1:{ports['s3']}"
     client = boto3.client(

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
@@ -58,6 +58,13 @@ def test_credentials_in_a_url_are_never_shown(user: str, password: str, signatur
     text = f"s3://{user}:{password}@bucket/prefix?X-Amz-Signature={signature}"
     url = parse_url(text)
     shown = [url.redacted(), repr(url), str(url), scrub(f"failed on {text} again")]
+    # A generated "secret" that is part of what is always shown ("RemoteUR" of "RemoteURL(")
+    # is no leak: the check needs secrets the fixed text does not contain.
+    fixed = (
+        "RemoteURL(scheme='s3', bucket='bucket', prefix='prefix', has_query=True) "
+        "failed on s3://<redacted>@bucket/prefix?<redacted> again"
+    )
+    assume(all(bad not in fixed for bad in (password, signature)))
     for bad in (password, signature):
         assert all(bad not in item for item in shown), shown
     assert url.username == user and url.password == password  # handed to the backend

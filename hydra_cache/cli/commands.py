@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -184,9 +185,10 @@ def cmd_why(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------ the root
 
 
-def _root(args: argparse.Namespace) -> Path:
+def _root(args: argparse.Namespace, *, must_exist: bool = True) -> Path:
     """The root a maintenance command works on, from the same place the app takes it:
-    ``--root``, else the selected config's ``hydra_cache.root``, else the environment."""
+    ``--root``, else the selected config's ``hydra_cache.root``, else the environment.
+    ``must_exist=False`` for ``pull``, which may be the first thing a new machine runs."""
     from hydra_cache.store.roots import Root, check_root, require_root, select_root
 
     here = os.getcwd()
@@ -202,28 +204,50 @@ def _root(args: argparse.Namespace) -> Path:
         elif args.project_root and root.source == "$HYDRA_CACHE_ROOT":
             root = Root(root.path, args.project_root)
     check_root(root)
-    require_root(root.path, "--root" if args.root is not None else root.source)
+    if must_exist:
+        require_root(root.path, "--root" if args.root is not None else root.source)
     say_root(root.path, root.source)
     return root.path
 
 
-def _configured_root(args: argparse.Namespace) -> tuple[str | None, str]:
+def _settings(args: argparse.Namespace, overrides: list[str] | None = None) -> tuple[Any, str]:
+    """The selected config's checked ``hydra_cache`` settings, and how to name the config
+    (composed with ``overrides``, one job of a sweep; default: the command line's)."""
     from omegaconf import OmegaConf
 
     from hydra_cache.errors import ConfigError
     from hydra_cache.settings import parse_settings
 
-    cfg = _compose(args, list(args.overrides))
+    cfg = _compose(args, list(args.overrides if overrides is None else overrides))
     where = f"the config {args.config_name or 'of ' + str(args.app)}"
     node = OmegaConf.select(cfg, "hydra_cache", default=None)
     if node is None:
-        return None, where
+        return parse_settings(None), where
     try:
         value = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
     except Exception as error:
         first = str(error).strip().splitlines()[0]
         raise ConfigError(f"hydra_cache: cannot resolve it ({first}); fix: correct it") from None
-    return parse_settings(value).root, where  # type: ignore[arg-type]
+    return parse_settings(value), where  # type: ignore[arg-type]
+
+
+def _configured_root(args: argparse.Namespace) -> tuple[str | None, str]:
+    settings, where = _settings(args)
+    return settings.root, where
+
+
+def _remote_spec(args: argparse.Namespace, overrides: list[str] | None = None) -> Any:
+    """The remote a command works on: the selected config's ``hydra_cache.remote``, else
+    ``$HYDRA_CACHE_REMOTE``; a usage error when neither names one."""
+    from hydra_cache.store.remote import parse_remote
+
+    spec = _settings(args, overrides)[0].remote if args.config_selected else parse_remote(None)
+    if spec is None:
+        raise UsageError(
+            f"{args.command} --remote needs a remote; fix: set hydra_cache.remote in the config "
+            "(e.g. s3://bucket/prefix) or $HYDRA_CACHE_REMOTE"
+        )
+    return spec
 
 
 # ----------------------------------------------------------------------------- ls, show
@@ -233,6 +257,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
     from hydra_cache import maintenance
     from hydra_cache.store.eviction import scan
 
+    if args.remote:
+        return _ls_remote(args)
     root = _root(args)
     rows: list[dict[str, Any]] = []
     for found in sorted(scan(root, args.namespace), key=lambda f: (f.namespace, f.last_used)):
@@ -308,6 +334,37 @@ def cmd_ls(args: argparse.Namespace) -> int:
             cell.append(values_text(r.get("parameters") or {}))
         cells.append(cell)
     text = table([header, *cells]) if rows else f"no entries under {root}"
+    emit(args.format, rows, text)
+    return EXIT_OK
+
+
+def _ls_remote(args: argparse.Namespace) -> int:
+    from hydra_cache.store.remote import ops
+
+    spec = _remote_spec(args)
+    listed = ops.entries(spec, args.namespace)
+    rows = [item.as_dict() for item in listed]
+    cells = [
+        [
+            item.namespace,
+            item.key,
+            human_size(item.size_bytes),
+            f"{item.built_by.get('host', '?')} ({item.built_by.get('user', '?')})",
+            short_time(str(item.built_by.get("time") or "")) or "-",
+            human_duration(item.build_seconds) if item.build_seconds is not None else "-",
+            str(item.files),
+        ]
+        + ([f"refused: {item.problem}"] if item.problem else [])
+        for item in listed
+    ]
+    header = ["namespace", "key", "size", "built by", "built", "build time", "files"]
+    total = human_size(sum(item.size_bytes for item in listed))
+    text = (
+        table([header, *cells])
+        + f"\n{plural(len(listed), 'entry', 'entries')} on {spec.url.redacted()}, {total}"
+        if listed
+        else f"no entries on {spec.url.redacted()}"
+    )
     emit(args.format, rows, text)
     return EXIT_OK
 
@@ -437,6 +494,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
     older = parse_age(args.older_than) if args.older_than is not None else None
     grace = parse_age(args.grace, "--grace")
     min_idle = parse_age(args.min_idle, "--min-idle")
+    if args.remote:
+        return _gc_remote(args, max_size, older, grace)
     root = _root(args)
     found = eviction.scan(root, args.namespace)
     with Progress(len(found), "gc") as step:
@@ -482,11 +541,61 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _gc_remote(
+    args: argparse.Namespace, max_size: int | None, older: float | None, grace: float
+) -> int:
+    from hydra_cache.store.remote import ops
+
+    spec = _remote_spec(args)
+    if not spec.writes and not args.dry_run:
+        raise UsageError(
+            f"gc --remote would delete from {spec.url.redacted()}, which this config reads "
+            "only (hydra_cache.remote.mode=read); fix: --dry-run, or mode=read-write"
+        )
+    report = ops.collect(
+        spec,
+        older_than=older,
+        max_size=max_size,
+        grace=grace,
+        namespace=args.namespace,
+        dry_run=args.dry_run,
+    )
+    verb = "would remove" if args.dry_run else "removed"
+    lines = [
+        f"{verb} {r.kind} {r.name}"
+        + (f" ({human_size(r.size_bytes)})" if r.kind != "lease" else "")
+        + f": {r.reason}"
+        for r in report.removed
+    ]
+    by_kind = {k: [r for r in report.removed if r.kind == k] for k in ("manifest", "blob", "lease")}
+    lines.append(
+        f"{verb} {plural(len(by_kind['manifest']), 'manifest')}, "
+        f"{plural(len(by_kind['blob']), 'blob')} "
+        f"({human_size(sum(r.size_bytes for r in by_kind['blob']))}) and "
+        f"{plural(len(by_kind['lease']), 'expired lease')}; "
+        f"{human_size(report.remaining_bytes)} remain referenced"
+    )
+    if report.young_blobs:
+        lines.append(
+            f"kept {plural(report.young_blobs, 'unreferenced blob')} younger than --grace "
+            f"{args.grace} or than a live lease: an upload may be in flight"
+        )
+    if report.kept_live_leases:
+        lines.append(f"kept {plural(len(report.kept_live_leases), 'live lease')}")
+    rows = [r.as_dict() for r in report.removed]
+    emit(args.format, rows, "\n".join(lines))
+    return EXIT_OK
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from hydra_cache.progress import Progress
     from hydra_cache.store.eviction import scan
     from hydra_cache.store.verify import verify
 
+    if args.remote:
+        return _verify_remote(args)
+    if args.deep:
+        raise UsageError("--deep is for verify --remote; fix: add --remote, or drop --deep")
     root = _root(args)
     total = len(scan(root, args.namespace))
     with Progress(total, "verify") as step:
@@ -523,6 +632,134 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_FINDING if damaged else EXIT_OK
 
 
+def _verify_remote(args: argparse.Namespace) -> int:
+    from hydra_cache.store.remote import ops
+
+    if args.repair:
+        raise UsageError(
+            "verify --remote does not repair; fix: run the app (or hydra-cache build) in "
+            "read-write mode: a torn entry is rebuilt and its blobs uploaded again"
+        )
+    spec = _remote_spec(args)
+    found = ops.verify(spec, args.namespace, deep=args.deep)
+    lines = []
+    for item in found:
+        if item.verdict != "intact":
+            lines.append(f"{item.verdict} {item.namespace}/{item.key}")
+            lines += [f"    {problem}" for problem in item.problems]
+    bad = [item for item in found if item.verdict != "intact"]
+    where = spec.url.redacted()
+    how = "sizes and SHA-256" if args.deep else "sizes"
+    if bad:
+        lines.append(
+            f"{len(bad)} of {plural(len(found), 'remote entry', 'remote entries')} on "
+            f"{where} are torn or refused ({how} checked)"
+        )
+    else:
+        lines.append(
+            f"all {plural(len(found), 'remote entry', 'remote entries')} on {where} "
+            f"are intact ({how} checked)"
+        )
+    emit(args.format, [item.as_dict() for item in found], "\n".join(lines))
+    return EXIT_FINDING if bad else EXIT_OK
+
+
+# ---------------------------------------------------------------------------- push, pull
+
+#: ``KEY`` or ``NAMESPACE/KEY`` among push/pull's positional words (the rest are overrides).
+_KEY_WORD = re.compile(r"^(?:[A-Za-z0-9_][A-Za-z0-9_.-]*/)?[0-9a-f]{16}$")
+
+
+def _targets(args: argparse.Namespace) -> tuple[list[tuple[Path, Path, Any]], Any]:
+    """(entry path, root, remote) of every entry push/pull works on, and the fallback remote:
+    the KEYs given, else every distinct entry of the config's jobs (a sweep expands)."""
+    from hydra_cache import registry
+    from hydra_cache.store.remote import ops
+
+    keys = [word for word in args.overrides if _KEY_WORD.match(word)]
+    args.overrides = [word for word in args.overrides if not _KEY_WORD.match(word)]
+    jobs = _jobs(args)
+    spec = _remote_spec(args, jobs[0])
+    if keys:
+        root = _root(args, must_exist=args.command == "push")
+        found: list[tuple[Path, Path, Any]] = []
+        for word in keys:
+            if args.command == "push":
+                entry = _one_entry(root, word)
+                found.append((entry.path, root, spec))
+            else:
+                namespace, key = ops.find(spec, word)
+                found.append((root / namespace / key, root, spec))
+        return found, spec
+    targets: dict[Path, tuple[Path, Path, Any]] = {}
+    for overrides in jobs:
+        for item in _resolved(_compose(args, overrides)):
+            info = registry.lookup(item.path)
+            chosen = (info.remote if info else None) or spec
+            targets.setdefault(Path(item.path), (Path(item.path), item.root.path, chosen))
+    return list(targets.values()), spec
+
+
+def _move(args: argparse.Namespace) -> int:
+    from hydra_cache.progress import Progress
+    from hydra_cache.store.remote import ops
+
+    logging.getLogger("hydra_cache.store").setLevel(logging.INFO)
+    targets, spec = _targets(args)
+    if args.command == "push":
+        for _, _, chosen in [(None, None, spec), *targets]:
+            if not chosen.writes:
+                raise UsageError(
+                    f"push writes to {chosen.url.redacted()}, which this config reads only "
+                    "(hydra_cache.remote.mode=read); fix: hydra_cache.remote.mode=read-write"
+                )
+    results: list[Any] = []
+    with Progress(len(targets), args.command) as step:
+        for path, root, chosen in targets:
+            if args.command == "push":
+                results.append(ops.push(chosen, path, root))
+            else:
+                results.append(ops.pull(chosen, path))
+            step()
+    lines = []
+    for moved in results:
+        rate = ""
+        if moved.outcome in ("pushed", "pulled") and moved.seconds > 0:
+            speed = human_size(moved.size_bytes / moved.seconds)
+            rate = f" in {human_duration(moved.seconds)} ({speed}/s)"
+        size = f" {human_size(moved.size_bytes)}" if moved.size_bytes else ""
+        detail = f": {moved.detail}" if moved.detail else ""
+        lines.append(f"{moved.outcome:8} {moved.namespace}/{moved.key}{size}{rate}{detail}")
+    counts: dict[str, int] = {}
+    for moved in results:
+        counts[moved.outcome] = counts.get(moved.outcome, 0) + 1
+    done = "pushed" if args.command == "push" else "pulled"
+    moved_bytes = sum(m.size_bytes for m in results if m.outcome == done)
+    words = [
+        f"{done} {plural(counts.pop(done, 0), 'entry', 'entries')} ({human_size(moved_bytes)})"
+    ]
+    names = {
+        "present": "already on the remote",
+        "here": "already on this machine",
+        "raced": "committed first by another machine",
+        "absent": "not on the remote",
+        "missing": "not built on this machine",
+    }
+    words += [f"{n} {names.get(k, k)}" for k, n in sorted(counts.items())]
+    lines.append(", ".join(words) + f" ({spec.url.redacted()})")
+    emit(args.format, [m.as_dict() for m in results], "\n".join(lines))
+    bad = {"failed", "damaged", "absent", "refused", "missing"}
+    return EXIT_FINDING if any(m.outcome in bad for m in results) else EXIT_OK
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    return _move(args)
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    return _move(args)
+
+
 # ---------------------------------------------------------------------------------- build
 
 
@@ -554,11 +791,11 @@ def cmd_build(args: argparse.Namespace) -> int:
             )
     by_outcome = {
         kind: sum(1 for r in rows if r["outcome"] == kind)
-        for kind in ("built", "hit", "waited", "failed")
+        for kind in ("built", "hit", "waited", "pulled", "failed")
     }
     lines = [
         f"{r['outcome']:7} {r['config_key']} {r['path']}"
-        + (f" in {human_duration(r['seconds'])}" if r["outcome"] == "built" else "")
+        + (f" in {human_duration(r['seconds'])}" if r["outcome"] in ("built", "pulled") else "")
         + (f": {r['error']}" if r["error"] else "")
         for r in rows
     ]
@@ -567,6 +804,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         f"{plural(len(planned), 'distinct cache entry', 'distinct cache entries')}: "
         f"built {by_outcome['built']}, {by_outcome['hit']} already ready, "
         f"{by_outcome['waited']} built by another process"
+        + (f", {by_outcome['pulled']} pulled from the remote" if by_outcome["pulled"] else "")
         + (f", {by_outcome['failed']} failed" if by_outcome["failed"] else "")
     )
     emit(args.format, rows, "\n".join(lines))
@@ -661,4 +899,6 @@ COMMANDS = {
     "verify": cmd_verify,
     "build": cmd_build,
     "diff": cmd_diff,
+    "push": cmd_push,
+    "pull": cmd_pull,
 }

@@ -20,7 +20,7 @@ from hydra_cache.project import Defaults
 FORMATS = ("text", "json", "markdown")
 #: Commands that take overrides (root commands use them to compose the config that names the
 #: root: ``ls -cd conf hydra_cache.root=/x``).
-WITH_OVERRIDES = ("keys", "why", "diff", "build", "ls", "gc", "verify", "show")
+WITH_OVERRIDES = ("keys", "why", "diff", "build", "ls", "gc", "verify", "show", "push", "pull")
 
 
 class UsageError(HydraCacheError):
@@ -65,6 +65,26 @@ def _add_root(parser: argparse.ArgumentParser) -> None:
     _add_config_args(parser, positional=False)
 
 
+def _add_transfer_commands(commands: Any) -> None:
+    """``push`` and ``pull``: the entries of a config or sweep, or the KEYs given."""
+    for name, verb in (("push", "upload"), ("pull", "download")):
+        move = commands.add_parser(
+            name,
+            help=f"{verb} the entries of a config or sweep (or KEYs) "
+            + ("to" if name == "push" else "from")
+            + " the remote",
+        )
+        _add_config_args(move)
+        move.add_argument(
+            "-m", "--multirun", action="store_true", help="accepted for symmetry with the app"
+        )
+        move.add_argument(
+            "--root",
+            help="cache root for KEY arguments (default: as for ls: --root, the config's "
+            "hydra_cache.root, $HYDRA_CACHE_ROOT, the XDG cache)",
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="hydra-cache",
@@ -84,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--namespace", help="only this namespace")
     ls.add_argument("--params", action="store_true", help="show each entry's hashed values")
     ls.add_argument("--plot", metavar="OUT.png", help="draw sizes and build times (matplotlib)")
+    ls.add_argument(
+        "--remote", action="store_true", help="list the remote's entries (hydra_cache.remote)"
+    )
 
     show = commands.add_parser("show", help="one entry: parameters, files, upstreams, audit")
     show.add_argument("key", help="KEY, NAMESPACE/KEY or the entry's path")
@@ -112,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="never evict an entry used more recently than this: it may be in use on "
         "another host (default: 1h)",
     )
+    gc.add_argument(
+        "--remote",
+        action="store_true",
+        help="collect the remote instead: manifests by commit age and size, then blobs no "
+        "manifest references once older than --grace, then expired leases",
+    )
 
     verify = commands.add_parser("verify", help="find entries whose files changed since publish")
     _add_root(verify)
@@ -119,6 +148,16 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--repair", action="store_true", help="move damaged entries aside (never deletes them)"
     )
+    verify.add_argument(
+        "--remote",
+        action="store_true",
+        help="verify the remote instead: every manifest's blobs exist with the right size",
+    )
+    verify.add_argument(
+        "--deep", action="store_true", help="with --remote: download every blob and hash it"
+    )
+
+    _add_transfer_commands(commands)
 
     build = commands.add_parser(
         "build", help="pre-build the distinct cache entries of a sweep, each once"

@@ -47,6 +47,9 @@ class CacheDir:
     payload: dict[str, Any]
     #: Upstream records (config_key, namespace, key, digest, payload), transitively.
     upstreams: tuple[dict[str, Any], ...] = ()
+    #: Size and build time from the remote's manifest, when this root has no such entry
+    #: (a CI machine): ``{"remote", "size_bytes", "build_seconds"}``.
+    remote_cost: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,8 @@ class CacheChange:
     build_seconds: float | None = None
     #: What changed upstream, at the root of the chain ("upstream data.cache_dir changed: ...").
     causes: tuple[str, ...] = ()
+    #: Where size and build time come from: the local entry, or the remote's manifest (URL).
+    cost_from: str | None = None
 
     @property
     def own_changes(self) -> tuple[LeafChange, ...]:
@@ -97,6 +102,7 @@ class CacheChange:
             "upstream_causes": list(self.causes),
             "size_bytes": self.size_bytes,
             "build_seconds": self.build_seconds,
+            "cost_from": self.cost_from,
         }
 
 
@@ -134,6 +140,9 @@ def compare(base: Side | None, head: Side, overrides: Sequence[str] = ()) -> Rep
             changes.insert(0, LeafChange("cache root", old.root, new.root))
         affecting.update(c.key for c in changes)
         meta = CacheEntry(old.path).metadata() or {}
+        cost_from = "local" if meta else None
+        if not meta and old.remote_cost:  # CI has no local entries; the team's remote does
+            meta, cost_from = old.remote_cost, str(old.remote_cost["remote"])
         causes = root_causes(
             changes, upstream_records(list(old.upstreams)), upstream_records(list(new.upstreams))
         )
@@ -147,6 +156,7 @@ def compare(base: Side | None, head: Side, overrides: Sequence[str] = ()) -> Rep
                 meta.get("size_bytes"),
                 meta.get("build_seconds"),
                 tuple(causes),
+                cost_from,
             )
         )
     everything = leaf_diff(base.values if base else None, head.values)
@@ -177,8 +187,27 @@ def compose_side(config_dir: str, config_name: str, overrides: list[str]) -> Sid
             item.path,
             item.derived.redacted_payload(),
             tuple(info.upstreams) if info else (),
+            _remote_cost(item.path, info),
         )
     return Side(caches, config_values(cfg))
+
+
+def _remote_cost(path: str, info: registry.EntryInfo | None) -> dict[str, Any] | None:
+    """Size and build time from the remote's manifest (one request, no writes), when the
+    entry is not on this machine and a remote is configured; None otherwise."""
+    if info is None or info.remote is None or CacheEntry(path).ready:
+        return None
+    from hydra_cache.store.remote import ops
+
+    found = ops.lookup(info.remote, info.namespace, info.key)
+    if found.status != "present" or found.manifest is None:
+        return None
+    seconds = found.manifest.raw.get("build_seconds")
+    return {
+        "remote": found.where,
+        "size_bytes": found.manifest.size_bytes,
+        "build_seconds": float(seconds) if isinstance(seconds, (int, float)) else None,
+    }
 
 
 def sides_at(
@@ -282,7 +311,12 @@ def _cost_text(change: CacheChange) -> str:
     if change.size_bytes is None:
         return "cost unknown"
     seconds = human_duration(change.build_seconds or 0.0)
-    return f"{human_size(change.size_bytes)}, {seconds} to rebuild"
+    remote = f", from {change.cost_from}" if _from_remote(change) else ""
+    return f"{human_size(change.size_bytes)}, {seconds} to rebuild{remote}"
+
+
+def _from_remote(change: CacheChange) -> bool:
+    return change.cost_from not in (None, "local")
 
 
 def render_text(reports: Sequence[Report], title: str) -> str:
@@ -333,6 +367,7 @@ def _md_change(change: LeafChange) -> str:
 def render_markdown(reports: Sequence[Report], title: str) -> str:
     """A pull-request comment: a summary line, a table per override set, other changes."""
     lines = [MARKER, f"### hydra-cache: {summary_line(reports)}", "", title]
+    remotes: set[str] = set()
     for report in reports:
         lines.append("")
         if len(reports) > 1 or report.overrides:
@@ -359,6 +394,9 @@ def render_markdown(reports: Sequence[Report], title: str) -> str:
                 known = change.size_bytes is not None
                 size = human_size(change.size_bytes or 0) if known else "unknown"
                 rebuild = human_duration(change.build_seconds or 0.0) if known else "unknown"
+                if known and _from_remote(change):
+                    size += " ¹"
+                    remotes.add(str(change.cost_from))
             lines.append(
                 f"| `{change.config_key}` | {status} | {entry} | {what} | {size} | {rebuild} |"
             )
@@ -372,6 +410,9 @@ def render_markdown(reports: Sequence[Report], title: str) -> str:
             ]
             lines += [f"- {_md_change(c)}" for c in report.unrelated]
             lines += ["", "</details>"]
+    if remotes:
+        where = ", ".join(f"`{r}`" for r in sorted(remotes))
+        lines += ["", f"¹ size and build time read from the team's remote {where}."]
     return "\n".join(lines) + "\n"
 
 

@@ -11,6 +11,13 @@ For an entry that is not ready, the most specific of these applies:
 - ``key-changed``: other entries of the namespace exist; the nearest is shown as a leaf diff;
 - ``never-built``: nothing of this namespace was ever built under this root.
 
+With a remote (``hydra_cache.remote``), a local miss is first looked up there, with one request
+and no writes: ``on-remote`` (the team's copy will be pulled, by whom and when it was built,
+how big), ``remote-torn`` (the manifest is there, but a pull on this machine found blobs
+missing or corrupt, as the journal records), or ``remote-refused`` (a manifest this process
+would not trust: unsigned or badly signed when a key is set). When the remote has nothing, or
+cannot be asked, the local explanation stands and says so in one more line.
+
 Everything shown comes from redacted payloads: a secret never reaches an explanation.
 """
 
@@ -114,6 +121,81 @@ def published_entries(namespace_dir: Path) -> Iterator[dict[str, Any]]:
 
 def explain(path: str | Path, info: EntryInfo | None = None) -> Explanation:
     """Explain the state of the cache dir at ``path`` (``info`` is how it was derived)."""
+    here = _explain_here(path, info)
+    if not here.is_miss or here.kind in ("building", "torn") or info is None or not info.remote:
+        return here
+    return _with_remote(here, info)
+
+
+def _with_remote(here: Explanation, info: EntryInfo) -> Explanation:
+    """The local miss, seen from the remote: one lookup request, never a write."""
+    from hydra_cache.store.remote import ops
+
+    assert info.remote is not None
+    found = ops.lookup(info.remote, info.namespace, info.key)
+    evidence = {**here.evidence, "remote": found.as_dict()}
+    where = found.where
+    if found.status == "absent":
+        note = f"not on the remote {where} either"
+        return Explanation(here.kind, here.summary, (*here.details, note), evidence)
+    if found.status == "unreachable":
+        note = f"the remote {where} could not be asked: {found.problem}"
+        return Explanation(here.kind, here.summary, (*here.details, note), evidence)
+    locally = f"on this machine: {here.summary}"
+    if found.status == "refused":
+        return Explanation(
+            "remote-refused",
+            f"on the remote {where}, but its manifest is refused: {found.problem}; it will be "
+            "built here",
+            (
+                locally,
+                "fix: push it again from a machine with the signing key after "
+                "'hydra-cache gc --remote' removes the refused manifest",
+            ),
+            evidence,
+        )
+    assert found.manifest is not None
+    by = found.manifest.built_by
+    size = human_size(found.manifest.size_bytes)
+    built = f"built by host {by.get('host', '?')} on {by.get('time', '?')} ({size})"
+    torn = _last_torn(Path(info.root), info.namespace, info.key)
+    if torn is not None:
+        problems = [str(p) for p in torn.get("problems") or []]
+        evidence["remote_torn"] = torn
+        return Explanation(
+            "remote-torn",
+            f"remote-torn: on the remote {where}, {built}, but a pull here on "
+            f"{torn.get('time', '?')} found {plural(len(problems), 'blob')} missing or corrupt; "
+            "it will be built here (and repaired on the remote in read-write mode)",
+            (*problems[:10], locally, "check every entry: hydra-cache verify --remote"),
+            evidence,
+        )
+    seconds = found.manifest.raw.get("build_seconds")
+    took = (
+        f"; building it took {human_duration(float(seconds))} there"
+        if isinstance(seconds, (int, float))
+        else ""
+    )
+    return Explanation(
+        "on-remote",
+        f"not on this machine, but on the remote {where}, {built}: it will be pulled",
+        (f"{plural(len(found.manifest.blobs()), 'distinct file')}{took}", locally),
+        evidence,
+    )
+
+
+def _last_torn(root: Path, namespace: str, key: str) -> dict[str, Any] | None:
+    """The journal's newest ``remote-torn`` record of the entry, unless a repair followed."""
+    events = [
+        r
+        for r in journal.history(root, namespace, key)
+        if r.get("event") in ("remote-torn", "remote-repaired")
+    ]
+    return events[-1] if events and events[-1].get("event") == "remote-torn" else None
+
+
+def _explain_here(path: str | Path, info: EntryInfo | None = None) -> Explanation:
+    """The local half of :func:`explain`."""
     entry = CacheEntry(path)
     info = info if info is not None else entry.info  # derived in this process: diffable
     target = entry.path

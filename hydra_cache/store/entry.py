@@ -107,6 +107,8 @@ class CacheEntry:
         #: What the last :meth:`get_or_build` did: found it, built it, waited for another, or
         #: pulled the team's copy from the remote.
         self.last_outcome: Outcome | None = None
+        #: A remote for a path no config derived here (``hydra-cache pull KEY`` sets it).
+        self._remote: Any = None
 
     def __repr__(self) -> str:
         return f"CacheEntry({str(self.path)!r})"
@@ -239,7 +241,7 @@ class CacheEntry:
 
     def _remote_tier(self) -> Any:
         """The remote tier of a path the resolver derived with ``hydra_cache.remote`` set."""
-        spec = self.info.remote if self.info else None
+        spec = self._remote or (self.info.remote if self.info else None)
         if spec is None:
             return None
         from hydra_cache.store.remote.tier import RemoteTier

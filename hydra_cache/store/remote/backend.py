@@ -28,9 +28,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import math
 import os
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -44,6 +47,14 @@ log = logging.getLogger(__name__)
 #: Called with each transferred chunk's size in bytes.
 OnBytes = Callable[[int], None]
 _COPY_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """An object as a listing shows it: its size, and when it was last written (Unix time)."""
+
+    size: int
+    modified: float
 
 
 class RemoteError(HydraCacheError, OSError):
@@ -78,6 +89,10 @@ class Backend(Protocol):
 
     def list(self, prefix: str) -> list[str]:
         """Names under ``prefix`` (relative to the remote), recursively."""
+
+    def listing(self, prefix: str) -> dict[str, ObjectInfo]:
+        """Names under ``prefix`` with their size and last write (one listing, no reads):
+        what ``gc`` and ``verify --remote`` need to judge every object at once."""
 
 
 def open_backend(spec: RemoteSpec) -> Backend:
@@ -192,12 +207,23 @@ class LocalBackend:
                 os.close(out)
 
     def list(self, prefix: str) -> list[str]:
-        found: list[str] = []
+        return sorted(self.listing(prefix))
+
+    def listing(self, prefix: str) -> dict[str, ObjectInfo]:
+        found: dict[str, ObjectInfo] = {}
         for top, _dirs, files in os.walk(self._path(prefix)):
             for file in files:
-                if not file.startswith("."):
-                    found.append(os.path.relpath(os.path.join(top, file), self.root))
-        return sorted(found)
+                if file.startswith("."):  # a private temporary file of a write in flight
+                    continue
+                path = os.path.join(top, file)
+                try:
+                    status = os.lstat(path)
+                except FileNotFoundError:
+                    continue
+                found[os.path.relpath(path, self.root)] = ObjectInfo(
+                    status.st_size, status.st_mtime
+                )
+        return dict(sorted(found.items()))
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -299,8 +325,11 @@ class FsspecBackend:
         return self.url.path(name)
 
     def read(self, name: str) -> bytes | None:
+        # s3fs sends a HEAD before the GET to decide whether to download in parallel ranges;
+        # max_concurrency=1 skips it, so a lookup is the one request the tier promises.
+        extra = {"max_concurrency": 1} if self.url.scheme == "s3" else {}
         try:
-            data: bytes = self.fs.cat_file(self._p(name))
+            data: bytes = self.fs.cat_file(self._p(name), **extra)
         except FileNotFoundError:
             return None
         return data
@@ -314,6 +343,16 @@ class FsspecBackend:
         return data, str(info.get("ETag") or info.get("generation") or info.get("etag") or "")
 
     def exists(self, name: str) -> bool:
+        if self.url.scheme == "s3":
+            # One HEAD. s3fs's exists() follows a 404 with a listing (is it a "directory"?),
+            # which doubled the requests of a push's blob check and made it slower than the
+            # upload itself; names here are objects, never directories.
+            bucket, key, _ = self.fs.split_path(self._p(name))
+            try:
+                self.fs.call_s3("head_object", Bucket=bucket, Key=key)
+            except FileNotFoundError:
+                return False
+            return True
         return bool(self.fs.exists(self._p(name)))
 
     def create(self, name: str, data: bytes) -> str | None:
@@ -363,6 +402,36 @@ class FsspecBackend:
         except FileNotFoundError:
             return []
         return sorted(str(p)[len(base) :].lstrip("/") for p in found)
+
+    def listing(self, prefix: str) -> dict[str, ObjectInfo]:
+        base = self.url.path()
+        try:
+            found = self.fs.find(self._p(prefix), detail=True)
+        except FileNotFoundError:
+            return {}
+        return {
+            str(p)[len(base) :].lstrip("/"): ObjectInfo(int(info.get("size") or 0), _modified(info))
+            for p, info in sorted(found.items())
+            if info.get("type", "file") != "directory"
+        }
+
+
+def _modified(info: dict[str, Any]) -> float:
+    """The last write of a listed object, however the backend names it (s3fs
+    ``LastModified``, gcsfs ``updated``, adlfs ``last_modified``). When it says nothing the
+    object counts as just written (infinity), so gc never takes it for an old leftover."""
+    for name in ("LastModified", "last_modified", "updated", "mtime", "created"):
+        value = info.get(name)
+        if isinstance(value, datetime):
+            return value.timestamp()
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str) and value:
+            try:
+                return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                continue
+    return math.inf
 
 
 def _callback(on_bytes: OnBytes) -> Any:

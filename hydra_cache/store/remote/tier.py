@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from hydra_cache.errors import LockTimeout
+from hydra_cache.errors import HydraCacheError, LockTimeout
 from hydra_cache.store import journal
 from hydra_cache.store.remote import layout, lease, manifest, transfer
 from hydra_cache.store.remote.backend import Backend, describe_error, open_backend
@@ -51,6 +51,22 @@ Publish = Callable[..., Built]
 _backends: dict[tuple[str, str, int], Backend] = {}
 _backends_lock = threading.Lock()
 _marked: set[str] = set()
+
+
+class PushRefused(HydraCacheError):
+    """This process must not push (a signing key is named but not set)."""
+
+
+@dataclass(frozen=True)
+class Pushed:
+    """What a push did: ``pushed`` (our manifest is the entry) or ``raced`` (another
+    machine's manifest was there first and is kept); files, new blobs and their bytes."""
+
+    outcome: Literal["pushed", "raced"]
+    files: int
+    blobs: int
+    bytes: int
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -187,10 +203,22 @@ class RemoteTier:
                 for name in sorted(found.files.keys() | files.keys())
                 if _kind(found.files.get(name)) != _kind(files.get(name))
             ]
-            if wrong:
-                raise transfer.TornRemoteEntry(
-                    [f"{name}: differs from the manifest once assembled" for name in wrong], []
+            if wrong:  # the seal's SHA-256 is the pull's one hash of each file
+                bad = sorted(
+                    {
+                        d
+                        for n in wrong
+                        if (d := (found.files.get(n) or {}).get("sha256")) is not None
+                    }
                 )
+                problems = [
+                    f"{name}: blob {str(found.files[name]['sha256'])[:12]} is corrupt (its "
+                    "SHA-256 differs)"
+                    if "sha256" in (found.files.get(name) or {})
+                    else f"{name}: differs from the manifest once assembled"
+                    for name in wrong
+                ]
+                raise transfer.TornRemoteEntry(problems, bad)
 
         extra = {
             "pulled_from": {
@@ -322,28 +350,11 @@ class RemoteTier:
         True when the remote holds the entry afterwards (ours or a winner's manifest).
         Failures are logged, never raised: the entry is built and published here.
         """
-        started = time.monotonic()
         try:
-            built = manifest.build(self.path, record)
-            key = self.spec.sign_key()
-            if self.spec.sign_key_env and key is None:
-                log.warning(
-                    "not pushing %s to %s: hydra_cache.remote.sign_key_env names $%s, which is "
-                    "not set, and every reader with the key would refuse an unsigned manifest",
-                    self.label,
-                    self.where,
-                    self.spec.sign_key_env,
-                )
-                return False
-            if key is not None:
-                built = manifest.sign(built, key)
-            count, size = transfer.upload(
-                self.backend, self.path, built["files"], f"push {self.label}"
-            )
-            self._mark()
-            if self.backend.create(self.manifest_name, manifest.encode(built)) is None:
-                self._lost_race(built)
-                return True
+            self.commit(record)
+        except PushRefused as refused:
+            log.warning("not pushing %s to %s: %s", self.label, self.where, refused)
+            return False
         except Exception as error:
             log.warning(
                 "could not push %s to %s (%s); it is built and published on this machine",
@@ -352,16 +363,38 @@ class RemoteTier:
                 self._say(error),
             )
             return False
+        return True
+
+    def commit(self, record: dict[str, Any]) -> Pushed:
+        """:meth:`push`, raising what it logs: ``hydra-cache push`` reports each entry's
+        outcome itself. :class:`PushRefused` when this process must not push at all."""
+        started = time.monotonic()
+        built = manifest.build(self.path, record)
+        key = self.spec.sign_key()
+        if self.spec.sign_key_env and key is None:
+            raise PushRefused(
+                f"hydra_cache.remote.sign_key_env names ${self.spec.sign_key_env}, which is "
+                "not set, and every reader with the key would refuse an unsigned manifest"
+            )
+        if key is not None:
+            built = manifest.sign(built, key)
+        count, size = transfer.upload(self.backend, self.path, built["files"], f"push {self.label}")
+        self._mark()
+        files = sum(1 for r in built["files"].values() if "sha256" in r)
+        if self.backend.create(self.manifest_name, manifest.encode(built)) is None:
+            self._lost_race(built)
+            return Pushed("raced", files, count, size, time.monotonic() - started)
+        seconds = time.monotonic() - started
         log.info(
-            "pushed %s to %s: %d files (%d new blobs, %s) in %.2f s",
+            "pushed %s to %s: %d files (%d blobs sent, %s) in %.2f s",
             self.label,
             self.where,
-            sum(1 for r in built["files"].values() if "sha256" in r),
+            files,
             count,
             human_size(size),
-            time.monotonic() - started,
+            seconds,
         )
-        return True
+        return Pushed("pushed", files, count, size, seconds)
 
     def _mark(self) -> None:
         """Write the format marker once per remote and process (a lost create is fine)."""
