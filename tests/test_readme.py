@@ -27,6 +27,14 @@ ELSEWHERE = {
     "hydra-cache why": "tests/test_coverage.py and tests/test_explain.py",
     "hydra-cache diff ": "tests/test_diff.py (real git repositories, edited and committed)",
     "python examples/recipes/train_lightning.py ": "tests/test_recipes.py (needs lightning)",
+    # Sharing across machines needs an S3 server and several homes: the remote tests start them.
+    "hydra-cache why -cd /tmp/demo/conf": "tests/test_remote_cli.py (why names the remote)",
+    "python examples/train.py -cp /tmp/demo/conf": "tests/test_remote.py (B pulls what A built)",
+    "hydra-cache push ": "tests/test_remote_cli.py (push a sweep, pull on another machine)",
+    "hydra-cache pull ": "tests/test_remote_cli.py (push a sweep, pull on another machine)",
+    "hydra-cache ls --remote ": "tests/test_remote_cli.py",
+    "hydra-cache verify --remote ": "tests/test_remote_cli.py (verify finds torn entries)",
+    "hydra-cache gc --remote ": "tests/test_remote_cli.py (manifests first, then old blobs)",
 }
 #: Exit statuses other than 0 that the README's text promises.
 EXIT = {"python examples/train.py +hydra_cache.on_miss=error data.resize=6": 1}
