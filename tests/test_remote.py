@@ -13,6 +13,7 @@ import pytest
 
 from remotes import (
     Remote,
+    Run,
     builds,
     cli,
     machines,
@@ -144,12 +145,22 @@ def test_an_expired_lease_is_taken_over(tmp_path: Path, remote: Remote) -> None:
         "pid": 4242,
         "user": "someone",
         "since": time.time() - 30,
-        "expires": time.time() + 2.5,
+        "expires": time.time() + 300,
         "token": "feedfeed",
     }
     remote.put(f"leases/data/{key}", json.dumps(lease).encode())
     remote.delete(f"entries/data/{key}.json")  # as if other-host builds it now
-    taken = b.run()
+    child = b.spawn()
+    assert child.stdout is not None
+    seen = []
+    for line in child.stdout:  # B must wait while the lease lives, however slowly it started
+        seen.append(line)
+        if "waiting for other-host:4242 (user someone)" in line:
+            lease["expires"] = time.time() - 1  # other-host died: its lease runs out
+            remote.put(f"leases/data/{key}", json.dumps(lease).encode())
+            break
+    out, err = child.communicate(timeout=120)
+    taken = Run(child.returncode, "".join(seen) + out, err)
     assert taken.outcome == "built", taken.output
     assert "waiting for other-host:4242 (user someone)" in taken.output
     assert "took over the lease" in taken.output and "(expired)" in taken.output
