@@ -301,9 +301,9 @@ def _launch_dir() -> str:
 
 
 def _default_project() -> str | None:
-    """The name of the folder that holds the app's config dir (``configs`` of
-    ``my-project/configs`` gives ``my-project``), or the top package of a packaged config dir;
-    None for an app without one (ConfigStore only, or the Compose API outside Hydra)."""
+    """The project of the app's config dir (``my-project/configs`` gives ``my-project``: see
+    :func:`_project_of`), or the top package of a packaged config dir; None for an app
+    without one (ConfigStore only, or the Compose API outside Hydra)."""
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():
@@ -318,10 +318,27 @@ def _default_project() -> str | None:
             if source.get("provider") != provider or not source.get("path"):
                 continue
             if source.get("schema") == "file":
-                return Path(str(source.path)).resolve().parent.name or None
+                return _project_of(str(source.path))
             if source.get("schema") == "pkg":
                 return str(source.path).split(".")[0] or None
     return None
+
+
+#: Files that mark a project's top folder.
+_PROJECT_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
+
+
+@functools.lru_cache(maxsize=64)
+def _project_of(config_dir: str) -> str | None:
+    """The name of the nearest folder at or above ``config_dir`` that holds a project marker
+    (``pyproject.toml``, ``setup.py``, ``setup.cfg``, ``.git``), else of the folder that
+    holds the config dir: two apps whose config dirs share a parent folder but not a
+    checkout are two projects."""
+    start = Path(config_dir).resolve()
+    for folder in (start, *list(start.parents)[:8]):
+        if any((folder / marker).exists() for marker in _PROJECT_MARKERS):
+            return folder.name or None
+    return start.parent.name or None
 
 
 def _run_dir() -> str | None:

@@ -76,11 +76,16 @@ def test_a_root_moved(conf: Path, tmp_path: Path) -> None:
     assert any(f"(run {run_dir})" in line for line in found["details"])
     (copy,) = [line for line in found["details"] if "or copy the entry: " in line]
     command = copy.split("or copy the entry: ", 1)[1]
-    assert command.startswith(f"mkdir -p {new}/data && cp -a {old}/data/")
+    assert command.startswith(
+        f"mkdir -p -m 700 {new} {new}/.hydra-cache && mkdir -p {new}/data && cp -a {old}/data/"
+    )
     assert not new.exists()  # the printed fix must work when the new root does not exist yet
     done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert why(conf, tmp_path, new, f"+hydra_cache.root={new}")["kind"] == "hit"
+    assert new.stat().st_mode & 0o777 == 0o700
+    for command in ("ls", "verify"):  # a root as hydra-cache makes one: maintenance works
+        assert cli(tmp_path, command, "--root", str(new)).returncode == 0
 
 
 def test_b_key_changed_shows_the_leaf_diff_and_the_run(
@@ -223,3 +228,36 @@ def test_a_path_derived_elsewhere_is_never_called_never_built(tmp_path: Path) ->
         f"{'b' * 16} was derived is unknown here, so no values can be compared",
     )
     assert explain(root / "other" / ("b" * 16)).kind == "never-built"
+
+
+def test_the_default_project_is_the_checkout_not_a_shared_parent(
+    tmp_path: Path, cache_root: Path
+) -> None:
+    """Found by a stranger's attack: apps with config_path="." in ws/p1 and ws/p2 were both
+    project "ws". The nearest folder with a project marker names the project."""
+    for name in ("p1", "p2"):
+        write_config(tmp_path / "ws" / name, CONF)
+        (tmp_path / "ws" / name / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    build(tmp_path / "ws" / "p1", tmp_path, cache_root, "data.resize=4")
+    (published,) = journal.records(cache_root)
+    meta = json.loads((Path(published["path"]) / ".hydra-cache.json").read_text())
+    assert meta["project"] == "p1"
+    found = why(tmp_path / "ws" / "p2", tmp_path, cache_root)
+    assert (
+        found["kind"] == "never-built"
+        and "(1 other project uses namespace data: p1)" in (found["summary"])
+    )
+
+
+def test_entries_that_recorded_no_parameters_are_not_a_schema_change(
+    conf: Path, tmp_path: Path, cache_root: Path
+) -> None:
+    """Found by a stranger's attack: an entry published by a ddp_spawn worker (which never
+    derived its path) has no payload, and why then said the key schema changed (None -> 2)."""
+    from hydra_cache import CacheEntry
+
+    CacheEntry(cache_root / "data" / ("c" * 16)).get_or_build(lambda s: (s / "f").write_text("x"))
+    found = why(conf, tmp_path, cache_root)
+    assert found["kind"] == "key-changed" and "schema" not in found["summary"]
+    assert found["summary"].startswith("not built: 1 entry of namespace data under ")
+    assert "recorded no parameters to compare with" in found["summary"]

@@ -351,7 +351,10 @@ def _root_moved(
             f"built {meta.get('created', '?')} by {meta.get('host')}:{meta.get('pid')} "
             f"(run {meta.get('run_dir') or 'unknown'})",
             f"fix: point back with hydra_cache.root={other}",
-            f"  or copy the entry: mkdir -p {target.parent} && cp -a {there} {target.parent}/",
+            # The new root as hydra-cache makes one (0700, with its marker), so ls, verify
+            # and gc accept it at once.
+            f"  or copy the entry: mkdir -p -m 700 {root} {root}/.hydra-cache && "
+            f"mkdir -p {target.parent} && cp -a {there} {target.parent}/",
         ),
         evidence,
     )
@@ -404,6 +407,17 @@ def _key_changed_or_never(
             ("the first run with on_miss=build builds it",),
             evidence,
         )
+    described = [meta for meta in siblings if meta.get("payload") is not None]
+    if not described:
+        return Explanation(
+            "key-changed",
+            f"not built: {plural(len(siblings), 'entry', 'entries')} of namespace {namespace} "
+            f"under {root} recorded no parameters to compare with (built by a process that did "
+            "not derive their paths: a spawned worker, or CacheEntry(path) made by hand)",
+            ("the first run with on_miss=build builds it",),
+            evidence,
+        )
+    siblings = described
     scored = sorted(
         ((leaf_diff(meta.get("payload"), info.payload), meta) for meta in siblings),
         key=lambda item: (len(item[0]), -_unix(item[1])),
