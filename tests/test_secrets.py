@@ -69,7 +69,7 @@ SHAPES: dict[str, str] = {
     # Found by a stranger's attack: plurals, other names, credentials inside command lines.
     "hf_tokens": "CANARY51",
     "accessTokens": "CANARY52",
-    "TOKENS": "CANARY53",
+    "API_TOKENS": "CANARY53",
     "jwt_value": "CANARY54",
     "keyfile_content": "CANARY55",
     "curl_cmd": "curl -u bob:CANARY56pw https://x.example",
@@ -195,6 +195,8 @@ def test_no_secret_shape_reaches_any_file_log_or_output(tmp_path: Path) -> None:
         ("access", False),
         ("status", False),
         ("tokenizer", False),
+        ("tokens", False),  # a stage of tokenized text (tokens.cache_dir), not credentials
+        ("accessTokens", True),
     ],
 )
 def test_names_that_count_tokens_are_shown_and_plurals_of_credentials_are_not(

@@ -133,18 +133,22 @@ _REFERENCE_NAMES = re.compile(r"\$\{\.*([A-Za-z_][\w.\[\]]*)\}")
 SELECTED = re.compile(r"\$\{\s*oc\.select\s*:\s*(\.*)([A-Za-z_][\w.\[\]]*)")
 
 
-def _singular(word: str) -> str:
-    """``tokens`` -> ``token``, ``keys`` -> ``key``; ``pass`` and ``access`` stay."""
-    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
+#: Words that make ``tokens`` credentials (``hf_tokens``, ``accessTokens``); alone, ``tokens``
+#: is as often a pipeline stage of tokenized text, whose values must stay visible.
+_TOKEN_OWNERS = frozenset(
+    {"hf", "api", "access", "auth", "refresh", "bearer", "oauth", "github", "gh", "gitlab"}
+    | {"personal", "secret", "session", "id", "slack", "wandb", "openai", "aws", "jwt"}
+)
 
 
 @functools.lru_cache(maxsize=8192)
 def is_secret_name(name: str) -> bool:
     """Whether a config key's name looks like it holds a credential."""
     spaced = _CAMEL.sub("_", name).lower()
-    # A plural names the same thing: hf_tokens and api_keys hold credentials as hf_token does.
-    words = [_singular(word) for word in _WORD_SPLIT.split(spaced)]
-    if "token" in words and _VOCABULARY.intersection(words):
+    words = _WORD_SPLIT.split(spaced)
+    if "tokens" in words and _TOKEN_OWNERS.intersection(words):
+        return True
+    if ("token" in words or "tokens" in words) and _VOCABULARY.intersection(words):
         return False
     if any(word in _SECRET_WORDS for word in words):
         return True
