@@ -167,6 +167,58 @@ def test_an_expired_lease_is_taken_over(tmp_path: Path, remote: Remote) -> None:
     assert len(manifests(remote)) == 1
 
 
+def test_a_lease_that_is_never_refreshed_is_taken_over_whatever_its_clock_says(
+    tmp_path: Path, s3: Remote
+) -> None:
+    """Found by a stranger's attack: a lease whose writer's clock ran ahead (expires in 1,157
+    days) made every other machine wait forever. A live holder rewrites its lease every third
+    of its length; one left unchanged for longer is dead."""
+    a, b = machines(tmp_path, s3)
+    assert a.run().outcome == "built"
+    key = a.entries()[0].name
+    lease = {"host": "ahead", "pid": 7, "user": "x", "since": time.time(), "token": "t0"}
+    lease["expires"] = time.time() + 1e8
+    s3.put(f"leases/data/{key}", json.dumps(lease).encode())
+    s3.delete(f"entries/data/{key}.json")
+    taken = b.run(HYDRA_CACHE_REMOTE_LEASE_SECONDS="2")
+    assert taken.outcome == "built", taken.output
+    assert "took over the lease" in taken.output and "(not refreshed)" in taken.output
+    assert len(manifests(s3)) == 1
+
+
+def test_a_manifest_copied_to_another_key_is_refused(tmp_path: Path, s3: Remote) -> None:
+    """Found by a stranger's attack: on an unsigned remote, data.size=3's manifest copied to
+    data.size=4's key (its name and digest edited) was pulled as size 4's entry."""
+    a, b = machines(tmp_path, s3)
+    three = a.run()
+    four = a.run("data.size=4", "+hydra_cache.remote.mode=read")  # built here, never pushed
+    assert three.outcome == four.outcome == "built"
+    digest = json.loads((four.path / ".hydra-cache.json").read_text())["digest"]
+    forged = json.loads(s3.objects()[f"entries/data/{three.path.name}.json"])
+    forged.update(key=four.path.name, digest=digest)
+    s3.put(f"entries/data/{four.path.name}.json", json.dumps(forged).encode())
+    got = b.run("data.size=4")
+    assert got.outcome == "built", got.output  # built here, not served size 3's files
+    assert "its recorded parameters differ from this config's" in got.output
+    assert tree(got.path) == tree(four.path)
+
+
+def test_a_manifest_symlink_out_of_the_entry_is_refused(tmp_path: Path, s3: Remote) -> None:
+    a, b = machines(tmp_path, s3)
+    first = a.run()
+    name = f"entries/data/{first.path.name}.json"
+    planted = json.loads(s3.objects()[name])
+    planted["files"]["escape"] = {"size": 0, "symlink": "../../../../etc/hostname"}
+    from hydra_cache.store.remote.manifest import tree_digest
+
+    planted["tree"] = tree_digest(planted["files"])
+    s3.put(name, json.dumps(planted).encode())
+    got = b.run()
+    assert got.outcome == "built", got.output
+    assert "its symlink 'escape' points outside the entry" in got.output
+    assert not (got.path / "escape").exists()
+
+
 def test_read_mode_writes_nothing(tmp_path: Path, s3: Remote) -> None:
     config = "data:\n  size: 3\n  cache_dir: ${cache_dir:}\nhydra_cache:\n  remote: {mode: read}\n"
     a, b, c = machines(tmp_path, s3, 3, config=config)

@@ -68,6 +68,11 @@ def test_push_a_sweep_then_pull_on_another_machine(tmp_path: Path, remote: Remot
     rows = json.loads(listed.stdout)
     assert {(r["namespace"], r["files"]) for r in rows} == {("data", 6)}
     assert all(r["built_by"]["host"] and r["size_bytes"] > 0 for r in rows), rows
+    # A reader with a signing key refuses these unsigned manifests: ls says so (it crashed).
+    keyed = conf(b, "ls", "--remote", "+hydra_cache.remote.sign_key_env=HCK")
+    signed = cli(b, *keyed, HCK="k" * 32)
+    assert signed.code == 0 and "Traceback" not in signed.output, signed.output
+    assert signed.stdout.count("refused: it is not signed") == 2, signed.stdout
 
 
 def test_pull_and_push_by_key(tmp_path: Path, s3: Remote) -> None:

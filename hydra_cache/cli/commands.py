@@ -353,11 +353,11 @@ def _ls_remote(args: argparse.Namespace) -> int:
             short_time(str(item.built_by.get("time") or "")) or "-",
             human_duration(item.build_seconds) if item.build_seconds is not None else "-",
             str(item.files),
+            f"refused: {item.problem}" if item.problem else "",
         ]
-        + ([f"refused: {item.problem}"] if item.problem else [])
         for item in listed
     ]
-    header = ["namespace", "key", "size", "built by", "built", "build time", "files"]
+    header = ["namespace", "key", "size", "built by", "built", "build time", "files", ""]
     total = human_size(sum(item.size_bytes for item in listed))
     text = (
         table([header, *cells])

@@ -247,7 +247,16 @@ class CacheEntry:
         from hydra_cache.store.remote.tier import RemoteTier
 
         try:
-            return RemoteTier(spec, self.path, self.root, wait_log_interval=self.wait_log_interval)
+            expected = (
+                {"digest": self.info.digest, "payload": self.info.payload} if self.info else None
+            )
+            return RemoteTier(
+                spec,
+                self.path,
+                self.root,
+                wait_log_interval=self.wait_log_interval,
+                expected=expected,
+            )
         except ValueError as error:  # not a <namespace>/<key> name: stays local
             log.debug("no remote for %s: %s", self.path, error)
             return None

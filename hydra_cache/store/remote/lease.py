@@ -141,8 +141,15 @@ def _encode(record: dict[str, Any]) -> bytes:
     return json.dumps(record, sort_keys=True).encode()
 
 
-def acquire(backend: Backend, name: str, ttl: float | None = None) -> Lease | dict[str, Any]:
-    """Take the lease: a :class:`Lease`, or the record of the live holder."""
+def acquire(
+    backend: Backend, name: str, ttl: float | None = None, *, stale: bytes | None = None
+) -> Lease | dict[str, Any]:
+    """Take the lease: a :class:`Lease`, or the record of the live holder.
+
+    ``stale`` is a lease's exact bytes that a waiter saw unchanged for longer than a holder
+    refreshes it: its holder is gone whatever its ``expires`` says (a clock running ahead, or
+    a planted lease), so it is taken over like an expired one.
+    """
     ttl = ttl or lease_seconds()
     for _attempt in range(5):
         record = new_record(ttl)
@@ -154,9 +161,10 @@ def acquire(backend: Backend, name: str, ttl: float | None = None) -> Lease | di
             continue  # released between our create and our read: try again
         data, current = found
         holder = parse(data)
-        if not (expired(holder) or holder_gone(holder)):
+        not_refreshed = stale is not None and data == stale
+        if not (expired(holder) or holder_gone(holder) or not_refreshed):
             return holder
-        why = "gone" if holder_gone(holder) else "expired"
+        why = "gone" if holder_gone(holder) else "expired" if expired(holder) else "not refreshed"
         record = new_record(ttl)
         version = backend.replace(name, _encode(record), current)
         if version is not None:

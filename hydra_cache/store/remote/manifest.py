@@ -25,6 +25,7 @@ import hmac
 import json
 import logging
 import os
+import posixpath
 import stat
 import time
 from dataclasses import dataclass, field
@@ -139,8 +140,21 @@ def encode(manifest: dict[str, Any]) -> bytes:
     return json.dumps(manifest, indent=1, sort_keys=True).encode()
 
 
-def parse(data: bytes, namespace: str, key: str, sign_key: bytes | None) -> Manifest:
-    """Check a manifest read from the remote; :class:`ManifestProblem` says what is wrong."""
+def parse(
+    data: bytes,
+    namespace: str,
+    key: str,
+    sign_key: bytes | None,
+    *,
+    expected: dict[str, Any] | None = None,
+) -> Manifest:
+    """Check a manifest read from the remote; :class:`ManifestProblem` says what is wrong.
+
+    ``expected`` is the reader's own ``digest`` and redacted ``payload``, when it derived the
+    path from a config: a manifest copied to another key (or forged with another key's name)
+    then fails, instead of serving another config's files under this key. Without signing, a
+    writer can still forge both; with ``sign_key_env`` nobody without the key can.
+    """
     try:
         raw = json.loads(data)
     except ValueError:
@@ -159,6 +173,16 @@ def parse(data: bytes, namespace: str, key: str, sign_key: bytes | None) -> Mani
         )
     if sign_key is not None:
         _check_signature(raw, sign_key)
+    if expected is not None:
+        if expected.get("digest") and raw.get("digest") != expected["digest"]:
+            raise ManifestProblem("its full digest is not this config's (copied from another key?)")
+        if expected.get("payload") is not None and canonical(raw.get("payload")) != canonical(
+            expected["payload"]
+        ):
+            raise ManifestProblem(
+                "its recorded parameters differ from this config's, though it names this key "
+                "(copied from another entry, or forged): sign manifests with sign_key_env"
+            )
     files = raw.get("files")
     if not isinstance(files, dict):
         raise ManifestProblem("it has no file list")
@@ -199,7 +223,14 @@ def _check_signature(raw: dict[str, Any], key: bytes) -> None:
 def _check_file(name: Any, record: Any) -> None:
     if not layout.safe_relative(name) or not isinstance(record, dict):
         raise ManifestProblem(f"it names a file outside the entry: {str(name)[:200]!r}")
-    if record.get("dir") is True or isinstance(record.get("symlink"), str):
+    if record.get("dir") is True:
+        return
+    if isinstance(record.get("symlink"), str):
+        target = posixpath.normpath(posixpath.join(posixpath.dirname(name), record["symlink"]))
+        if record["symlink"].startswith("/") or target == ".." or target.startswith("../"):
+            raise ManifestProblem(
+                f"its symlink {name!r} points outside the entry ({record['symlink'][:200]!r})"
+            )
         return
     size, digest, mode = record.get("size"), record.get("sha256"), record.get("mode", 0o644)
     if not isinstance(size, int) or size < 0 or not layout.is_sha256(digest):

@@ -107,7 +107,10 @@ class RemoteTier:
         root: Path,
         *,
         wait_log_interval: float = WAIT_LOG_INTERVAL,
+        expected: dict[str, Any] | None = None,
     ) -> None:
+        #: This config's digest and redacted payload, which a pulled manifest must carry.
+        self.expected = expected
         self.spec = spec
         self.path = path
         self.root = root
@@ -156,7 +159,9 @@ class RemoteTier:
         self, data: bytes, build_here: Callable[[], Built], publish: Publish
     ) -> Result:
         try:
-            found = manifest.parse(data, self.namespace, self.key, self.spec.sign_key())
+            found = manifest.parse(
+                data, self.namespace, self.key, self.spec.sign_key(), expected=self.expected
+            )
         except manifest.ManifestProblem as problem:
             log.warning(
                 "not using the remote entry %s on %s: %s; building it here (a manifest is never "
@@ -255,9 +260,10 @@ class RemoteTier:
         started = time.monotonic()
         last_said = float("-inf")
         delay = POLL_FIRST
+        stale: bytes | None = None
         while True:
             try:
-                got = lease.acquire(self.backend, self.lease_name)
+                got = lease.acquire(self.backend, self.lease_name, stale=stale)
             except Exception as error:
                 log.warning(
                     "cannot take the lease of %s on %s (%s): building it here, not pushing it",
@@ -269,6 +275,11 @@ class RemoteTier:
             if isinstance(got, lease.Lease):
                 return self._build_under_lease(got, build_here, publish)
             holder = got
+            # A live holder rewrites its lease every third of its length; one unchanged for
+            # longer than a lease lasts is dead, whatever the (maybe skewed) clock wrote in it.
+            seen: bytes | None = None
+            seen_at = time.monotonic()
+            patience = lease.lease_seconds() * 1.5
             while True:
                 now = time.monotonic()
                 if now - last_said >= self.wait_log_interval:
@@ -297,6 +308,11 @@ class RemoteTier:
                     return self._here(build_here)
                 if current is None:
                     break  # released without a manifest (its build failed): take it
+                if current != seen:
+                    seen, seen_at = current, time.monotonic()
+                elif time.monotonic() - seen_at > patience:
+                    stale = current
+                    break
                 holder = lease.parse(current)
                 if lease.expired(holder) or lease.holder_gone(holder):
                     break
@@ -424,8 +440,9 @@ class RemoteTier:
         differ = manifest.differences(ours["files"], theirs.get("files") or {})
         log.warning(
             "%s was committed to %s by %s while this process built it, and the build is not "
-            "deterministic, %s: %s; keeping the remote's copy (a manifest is never "
-            "overwritten)",
+            "deterministic, %s: %s; the remote keeps its copy (a manifest is never "
+            "overwritten) and this machine keeps its own, so stages built from this entry here "
+            "and there may differ",
             self.label,
             self.where,
             by.get("host"),
