@@ -60,6 +60,9 @@ def test_a_local_hit_never_touches_the_network(tmp_path: Path, s3: Remote) -> No
     missed = a.run("data.size=4", **unreachable)
     assert missed.outcome == "built", missed.output
     assert "cannot reach the remote s3://gone/x" in missed.output
+    # Asked once per process: the job-start explanation's failure spares get_or_build's retry.
+    asked = missed.output.count("cannot reach the remote") + missed.output.count("not asked again")
+    assert missed.output.count("cannot reach the remote") <= 1 and asked >= 1, missed.output
 
 
 def test_two_machines_four_processes_race_one_key_with_one_build(

@@ -37,7 +37,13 @@ from hydra_cache.progress import Progress
 from hydra_cache.store.remote import layout, lease, manifest, transfer
 from hydra_cache.store.remote.backend import Backend, ObjectInfo, RemoteError, describe_error
 from hydra_cache.store.remote.config import RemoteSpec
-from hydra_cache.store.remote.tier import PushRefused, RemoteTier, backend_for
+from hydra_cache.store.remote.tier import (
+    PushRefused,
+    RemoteTier,
+    backend_for,
+    note_failure,
+    recent_failure,
+)
 from hydra_cache.units import human_duration, human_size
 
 log = logging.getLogger(__name__)
@@ -89,10 +95,17 @@ class Lookup:
 def lookup(spec: RemoteSpec, namespace: str, key: str) -> Lookup:
     """The entry's manifest, checked as a pull would check it: one request, no writes."""
     where = spec.url.redacted()
+    failed = recent_failure(spec)
+    if failed is not None:
+        return Lookup("unreachable", where, problem=failed)
+    asked = time.monotonic()
     try:
         data = backend_for(spec).read(layout.manifest(namespace, key))
     except Exception as error:
-        return Lookup("unreachable", where, problem=describe_error(error, spec))
+        problem = describe_error(error, spec)
+        note_failure(spec, problem)
+        took = human_duration(time.monotonic() - asked)
+        return Lookup("unreachable", where, problem=f"{problem} (after {took})")
     if data is None:
         return Lookup("absent", where)
     try:

@@ -87,6 +87,27 @@ def backend_for(spec: RemoteSpec) -> Backend:
         return _backends[key]
 
 
+#: After a remote failed to answer a lookup, this process does not ask it again for this long:
+#: an unreachable endpoint costs seconds of retries a request, and a job asks once to explain a
+#: miss and once more to get the entry.
+FAILURE_PAUSE = 300.0
+_failures: dict[str, tuple[float, str]] = {}
+
+
+def note_failure(spec: RemoteSpec, problem: str) -> None:
+    """Remember that the remote failed (see :data:`FAILURE_PAUSE`)."""
+    _failures[spec.url.redacted()] = (time.monotonic(), problem)
+
+
+def recent_failure(spec: RemoteSpec) -> str | None:
+    """The problem of a failure of this remote less than :data:`FAILURE_PAUSE` ago."""
+    found = _failures.get(spec.url.redacted())
+    if found is None or time.monotonic() - found[0] > FAILURE_PAUSE:
+        return None
+    ago = human_duration(time.monotonic() - found[0])
+    return f"{found[1]}; it failed {ago} ago, and is not asked again for {FAILURE_PAUSE:.0f} s"
+
+
 def _kind(record: dict[str, Any] | None) -> tuple[Any, ...] | None:
     if record is None:
         return None
@@ -137,13 +158,22 @@ class RemoteTier:
     def get_or_build(
         self, build_here: Callable[[], Built], publish: Publish, timeout: float | None = None
     ) -> Result:
+        failed = recent_failure(self.spec)
+        if failed is not None:
+            log.warning(
+                "cannot use the remote %s (%s): building %s here", self.where, failed, self.label
+            )
+            return self._here(build_here)
+        asked = time.monotonic()
         try:
             data = self.backend.read(self.manifest_name)
         except Exception as error:
+            note_failure(self.spec, self._say(error))
             log.warning(
-                "cannot reach the remote %s (%s): building %s here",
+                "cannot reach the remote %s (%s, after %s): building %s here",
                 self.where,
                 self._say(error),
+                human_duration(time.monotonic() - asked),
                 self.label,
             )
             return self._here(build_here)
