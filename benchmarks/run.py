@@ -68,6 +68,24 @@ def median_time(fn: Callable[[], object], *, repeat: int, number: int = 1) -> fl
     return statistics.median(samples)
 
 
+def paired_times(
+    ours: Callable[[], object], theirs: Callable[[], object], *, repeat: int, number: int = 1
+) -> tuple[float, float]:
+    """Median seconds per call of each, sampled in alternation, so that the drift of a shared
+    machine (seen here: the same call 1.2 ms in one row, 1.75 ms in the next) hits both."""
+    ours()
+    theirs()
+    mine: list[float] = []
+    other: list[float] = []
+    for _ in range(repeat):
+        for fn, samples in ((ours, mine), (theirs, other)):
+            started = time.perf_counter()
+            for _ in range(number):
+                fn()
+            samples.append((time.perf_counter() - started) / number)
+    return statistics.median(mine), statistics.median(other)
+
+
 def optional(module: str) -> Any:
     try:
         return __import__(module, fromlist=["_"])
@@ -104,7 +122,13 @@ def bench_derivation(leaves: int, interpolations: bool, repeat: int) -> list[Row
     plain = OmegaConf.to_container(cfg.data, resolve=True)
     label = f"key derivation, {leaves:,} leaves{', interpolated' if interpolations else ''}"
     context = resolver_context()
-    ours = median_time(lambda: derive(cfg, ["data"], context=context), repeat=repeat)
+
+    def ours_fn() -> object:
+        return derive(cfg, ["data"], context=context)
+
+    def row(peer: str, theirs_fn: Callable[[], object], target: str) -> Row:
+        ours, theirs = paired_times(ours_fn, theirs_fn, repeat=repeat)
+        return Row(label, ours, peer, theirs, target=target)
 
     def to_container_json() -> str:
         data = OmegaConf.to_container(cfg.data, resolve=True)
@@ -114,45 +138,29 @@ def bench_derivation(leaves: int, interpolations: bool, repeat: int) -> list[Row
         return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()
 
     rows = [
-        Row(
-            label,
-            ours,
+        row(
             "to_container+json+sha256",
-            median_time(to_container_json, repeat=repeat),
-            target="<= 0.2x" if leaves == 5000 and not interpolations else "<= 1.0x",
+            to_container_json,
+            "<= 0.2x" if leaves == 5000 and not interpolations else "<= 1.0x",
         )
     ]
     joblib = optional("joblib")
     if joblib is not None:
         rows.append(
-            Row(
-                label,
-                ours,
-                "joblib.hash",
-                median_time(lambda: joblib.hash(plain), repeat=repeat),
-                target="<= 0.33x" if leaves == 5000 else "",
-            )
+            row("joblib.hash", lambda: joblib.hash(plain), "<= 0.33x" if leaves == 5000 else "")
         )
     hashing = optional("datasets.fingerprint")
     if hashing is not None:
         rows.append(
-            Row(
-                label,
-                ours,
+            row(
                 "datasets Hasher.hash",
-                median_time(lambda: hashing.Hasher.hash(plain), repeat=repeat),
-                target="<= 0.33x" if leaves == 5000 else "",
+                lambda: hashing.Hasher.hash(plain),
+                "<= 0.33x" if leaves == 5000 else "",
             )
         )
-    rows.append(
-        Row(
-            label,
-            ours,
-            "floor: json+sha256 of a plain dict",
-            median_time(floor, repeat=repeat),
-            notes="how far from the floor",
-        )
-    )
+    floor_row = row("floor: json+sha256 of a plain dict", floor, "")
+    floor_row.notes = "how far from the floor"
+    rows.append(floor_row)
     return rows
 
 
@@ -174,8 +182,11 @@ def bench_chain(root: Path, leaves: int, depth: int, repeat: int) -> list[Row]:
     _ = alone.s.cache_dir
     context = dataclasses.replace(resolver_context(), cache_dir_of=resolve_cache_dir_leaf)
     last = f"s{depth}"
-    ours = median_time(lambda: derive(chained, [last], context=context), repeat=repeat)
-    theirs = median_time(lambda: derive(alone, ["s"], context=context), repeat=repeat)
+    ours, theirs = paired_times(
+        lambda: derive(chained, [last], context=context),
+        lambda: derive(alone, ["s"], context=context),
+        repeat=repeat * 10,
+    )
     return [
         Row(
             f"key derivation with {depth} upstream stage{'s' if depth > 1 else ''}, "
@@ -1041,7 +1052,7 @@ def main() -> int:
     parser.add_argument("--replot", type=Path, help="only redraw --chart from a saved --json")
     parser.add_argument(
         "--only",
-        choices=["publish", "remote"],
+        choices=["publish", "remote", "key"],
         help="run only this group of rows (and print them)",
     )
     args = parser.parse_args()
@@ -1100,6 +1111,11 @@ def _group(
     if name == "publish":
         for count, size, times in publish_sizes:
             rows += bench_publish(work / f"publish-{count}", count, size, times)
+    elif name == "key":
+        for interpolated in (False, True):
+            rows += bench_derivation(5000, interpolated, 15)
+        for depth in (1, 3):
+            rows += bench_chain(work / "chain-root", 1000, depth, 15)
     else:
         rows += bench_remote(work / "remote", remote_bytes, 3)
     return rows
