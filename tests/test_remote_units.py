@@ -130,7 +130,7 @@ def sample_manifest(tmp_path: Path) -> dict[str, Any]:
     record = {
         "namespace": "data",
         "key": "0123456789abcdef",
-        "files": {"a.txt": {"size": 5, "sha256": manifest._sha256(entry / "a.txt")}},
+        "files": {"a.txt": {"size": 5, "sha256": manifest.sha256_of(entry / "a.txt")}},
     }
     return manifest.build(entry, record)
 

@@ -81,7 +81,8 @@ def _user() -> str:
         return str(os.getuid()) if hasattr(os, "getuid") else "unknown"
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
+    """A whole file's SHA-256: its blob's name on the remote."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(1 << 20):
@@ -100,7 +101,7 @@ def files_of(entry: Path, recorded: dict[str, dict[str, Any]]) -> dict[str, dict
             files[name] = {"symlink": str(record["symlink"])}
         else:
             path = entry / name
-            digest = record.get("sha256") or _sha256(path)
+            digest = record.get("sha256") or sha256_of(path)
             mode = stat.S_IMODE(os.lstat(path).st_mode)
             files[name] = {"size": int(record.get("size", 0)), "sha256": digest, "mode": mode}
     return files

@@ -399,7 +399,7 @@ def _hash_blobs(backend: Backend, blobs: dict[str, int]) -> dict[str, str]:
             except FileNotFoundError:
                 return digest, "is missing"
             try:
-                ok = transfer.sha256_of(local) == digest
+                ok = manifest.sha256_of(local) == digest
             finally:
                 local.unlink(missing_ok=True)
             return digest, None if ok else "is corrupt (its SHA-256 differs)"

@@ -20,7 +20,6 @@ and content-addressed, so sending one again rewrites the same bytes.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -61,14 +60,6 @@ def workers() -> int:
         return max(1, int(os.environ.get("HYDRA_CACHE_REMOTE_WORKERS", WORKERS)))
     except ValueError:
         return WORKERS
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _by_digest(files: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
