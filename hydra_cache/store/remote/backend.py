@@ -166,21 +166,24 @@ class LocalBackend:
         return self._version(path)
 
     def replace(self, name: str, data: bytes, version: str) -> str | None:
+        """Compare-and-swap: under a lock beside the object, replace it only if it is still
+        at ``version``. The name never disappears meanwhile (a rename aside would let a
+        third process create it in between, and two would then hold one lease)."""
         path = self._path(name)
-        aside = path.with_name(f".{path.name}.{token()}.taking")
-        try:
-            os.rename(path, aside)  # of two takers, one rename finds the name gone
-        except FileNotFoundError:
+        if not path.parent.is_dir():
             return None
-        try:
-            if self._version(aside) != version:  # replaced meanwhile: put it back
-                with contextlib.suppress(FileExistsError):
-                    os.link(aside, path)
+        from filelock import FileLock
+
+        with FileLock(str(path.with_name(f".{path.name}.cas-lock"))):
+            try:
+                if self._version(path) != version:
+                    return None
+            except FileNotFoundError:
                 return None
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(aside)
-        return self.create(name, data)
+            temporary = self._private_copy(path, lambda fd: _write_all(fd, data))
+            os.replace(temporary, path)
+            _fsync_dir(path.parent)
+            return self._version(path)
 
     def delete(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):
