@@ -183,8 +183,12 @@ class Machine:
         ]
 
     def run(self, *overrides: str, name: str = "config", **env: str) -> Run:
+        return self.finish(self.command(*overrides, name=name), **env)
+
+    def finish(self, argv: list[str], **env: str) -> Run:
+        """Run ``argv`` on this machine (its home, its environment) to the end."""
         done = subprocess.run(
-            self.command(*overrides, name=name),
+            argv,
             cwd=self.home,
             env=self.env(**env),
             capture_output=True,
@@ -297,13 +301,4 @@ def requests_logged() -> Iterator[RequestLog]:
 
 def cli(machine: Machine, *args: str, **env: str) -> Run:
     """``hydra-cache ARGS`` on ``machine``, in a real process, with its config folder."""
-    done = subprocess.run(
-        [sys.executable, "-m", "hydra_cache", *args],
-        cwd=machine.home,
-        env=machine.env(**env),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    return Run(done.returncode, done.stdout, done.stderr)
+    return machine.finish([sys.executable, "-m", "hydra_cache", *args], **env)

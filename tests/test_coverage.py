@@ -15,6 +15,7 @@ import pytest
 
 from conftest import REPO, TESTS, clean_env, run, run_probe, write_config
 from hydra_cache.testing import assert_key_covers
+from test_codeprint import keys
 from test_explain import cli
 
 AUDITED = TESTS / "apps" / "audited.py"
@@ -242,14 +243,7 @@ def code_conf(tmp_path: Path, mode: str) -> Path:
     )
 
 
-def code_key(conf: Path, cwd: Path, root: Path) -> str:
-    done = run(
-        ["-m", "hydra_cache", "keys", "-cd", str(conf), "--format", "json"],
-        cwd=cwd,
-        env=clean_env(HYDRA_CACHE_ROOT=str(root), PYTHONPATH=str(cwd / "code")),
-    )
-    assert done.returncode == 0, done.stderr
-    return str(json.loads(done.stdout)[0]["key"])
+code_key = keys  # the key `hydra-cache keys` prints, with the project's code importable
 
 
 def test_a_body_change_changes_the_key_and_a_comment_does_not(
