@@ -16,7 +16,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from omegaconf import Container, DictConfig, ListConfig, Node, OmegaConf
+from omegaconf import (
+    AnyNode,
+    BooleanNode,
+    Container,
+    DictConfig,
+    FloatNode,
+    IntegerNode,
+    ListConfig,
+    Node,
+    OmegaConf,
+    StringNode,
+)
 from omegaconf._utils import split_key as _split_key
 from omegaconf.basecontainer import BaseContainer
 
@@ -32,6 +43,7 @@ __all__ = [
     "object_type",
     "parent",
     "patched_reads",
+    "plain_leaf_values",
     "raw_value",
     "raw_values",
     "slot_values",
@@ -67,6 +79,24 @@ def raw_values(children: dict[Any, Node]) -> list[Any]:
     """Each child's raw value (:data:`NOT_A_LEAF` for containers), in order: one call per
     container instead of one per leaf, which is what the key walk's hot loop needs."""
     return list(map(_LEAF_VALUE, map(vars, children.values())))
+
+
+#: The leaf node classes whose raw value is the plain attribute ``_val`` (no ``__getattr__``,
+#: no property): what :func:`plain_leaf_values` may read with one C-level getter.
+PLAIN_LEAF_NODES = frozenset({AnyNode, StringNode, IntegerNode, FloatNode, BooleanNode})
+_VALUE_ATTRIBUTE = operator.attrgetter("_val")
+
+
+def plain_leaf_values(children: dict[Any, Node]) -> list[Any] | None:
+    """Each child's raw value when every child is a plain leaf node, else None.
+
+    Twice as fast as :func:`raw_values` (no ``vars`` per node): the key walk asks this once
+    per container, and most containers of a real config hold only plain leaves.
+    """
+    nodes = children.values()
+    if not PLAIN_LEAF_NODES.issuperset(map(type, nodes)):
+        return None
+    return list(map(_VALUE_ATTRIBUTE, nodes))
 
 
 _VALUE_SLOT = operator.itemgetter("_val")

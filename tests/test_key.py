@@ -368,3 +368,83 @@ def test_simple_references_take_the_fast_path() -> None:
     assert resolve_simple(node("w"), "${.x}-${s}") == "2-x"
     assert resolve_simple(node("e"), "${oc.env:HOME}") is NOT_SIMPLE
     assert resolve_simple(node("m"), "${nope}") is NOT_SIMPLE
+
+
+#: Leaves that each send a container off the fast path: an interpolation, a missing value,
+#: credentials, paths under a relative_to base or a machine path, an enum, bytes.
+tricky_leaves = st.sampled_from(
+    [
+        "${top}",
+        "pre_${top}",
+        "???",
+        "https://user:hunter22@host/x",
+        "password=hunter22",
+        "/base/project/data",
+        "/home/alice/x",
+        "s3://bucket/key?X-Amz-Signature=abc",
+        b"\x00\x01",
+        Color.RED,
+        "-u user:pass",
+    ]
+)
+#: Key names that send a container off the fast path: credential names, instantiate controls.
+tricky_names = st.sampled_from(["api_key", "password", "_partial_", "hf_token", "tokens"])
+mixed_trees = st.recursive(
+    st.one_of(leaves, tricky_leaves),
+    lambda children: st.one_of(
+        st.lists(children, min_size=1, max_size=3),
+        st.dictionaries(st.one_of(names, tricky_names), children, min_size=1, max_size=4),
+    ),
+    max_leaves=16,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(tree=st.dictionaries(st.one_of(names, tricky_names), mixed_trees, min_size=1, max_size=4))
+def test_property_container_fast_path_decides_exactly_as_the_leaf_loop(
+    tree: dict[str, Any],
+) -> None:
+    """Differential: with the per-container fast path on or off, every part of a derivation
+    (payload, key, redactions, machine-path warnings, snapshot) is the same."""
+    from hydra_cache.key import walk
+    from hydra_cache.key.rules import is_secret_name
+
+    cfg = OmegaConf.create(
+        {"top": 1, "data": tree, "hydra": {"job": {"name": "x"}}, "hydra_cache": {"salt": "s"}}
+    )
+    context = walk.Context(
+        relative_to=("/base/project",), machine=(("/home/alice", "it is under $HOME"),)
+    )
+
+    def outcome() -> Any:
+        found: list[Any] = []
+        for node in ("data", ""):  # "" (the root) holds `hydra` and `hydra_cache`: never hashed
+            try:
+                derived = derive(cfg, [node], context=context)
+            except Exception as error:  # both must fail alike, with the same message
+                found.append((type(error), str(error)))
+                continue
+            found.append(
+                (
+                    derived.payload,
+                    derived.key,
+                    derived.redacted_paths,
+                    derived.machine_specific,
+                    derived.derived_from_cache_dir,
+                    derived.snapshot.nodes,  # the same nodes watched, in order
+                    derived.snapshot.raws,
+                    derived.snapshot.containers,
+                    derived.snapshot.children,
+                )
+            )
+        return found
+
+    def walk_each_child(self: Any, node: Any, name: str, parent: str) -> Any:
+        return self.walk(node, walk.child_path(parent, name), secret=is_secret_name(name))
+
+    fast = outcome()
+    with pytest.MonkeyPatch.context() as patch:  # every container through the per-leaf loop
+        patch.setattr(walk._Walker, "_plain_leaves", lambda self, children, values: None)
+        patch.setattr(walk._Walker, "_walk_child", walk_each_child)
+        slow = outcome()
+    assert fast == slow

@@ -146,3 +146,30 @@ def test_bulk_readers_match_the_single_ones() -> None:
     assert door.contents_of(containers) == [door.content(c) for c in containers]
     values = door.raw_values(door.content(cfg.a))
     assert values[1:] == [7, "???", None] and values[0] is door.NOT_A_LEAF
+
+
+def test_plain_leaf_values_reads_val_of_plain_leaves_only() -> None:
+    @dataclass
+    class Typed:
+        i: int = 3
+        f: float = 0.5
+        b: bool = True
+        s: str = "x"
+
+    plain = OmegaConf.create({"a": 1, "b": "${a}", "c": "???", "d": None, "e": 2.5})
+    assert door.plain_leaf_values(door.content(plain)) == [1, "${a}", "???", None, 2.5]
+    typed = OmegaConf.structured(Typed)  # IntegerNode, FloatNode, BooleanNode, StringNode
+    assert door.plain_leaf_values(door.content(typed)) == [3, 0.5, True, "x"]
+    for node_class in door.PLAIN_LEAF_NODES:  # `_val` is a plain attribute, never computed
+        assert "__getattr__" not in vars(node_class) and "_val" not in vars(node_class)
+    # A container child, or a leaf kind whose value is not a plain `_val`: None (the caller
+    # then reads each child on its own).
+    assert door.plain_leaf_values(door.content(sample())) is None
+    assert door.plain_leaf_values(door.content(OmegaConf.create({"p": {"x": 1}}))) is None
+
+    @dataclass
+    class WithBytes:
+        i: int = 1
+        u: bytes = b"x"
+
+    assert door.plain_leaf_values(door.content(OmegaConf.structured(WithBytes))) is None

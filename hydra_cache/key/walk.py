@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import functools
 import operator
 import re
 import sys
@@ -44,6 +45,7 @@ from hydra_cache._omegaconf import (
     is_missing,
     is_none,
     object_type,
+    plain_leaf_values,
     raw_value,
     raw_values,
     slot_values,
@@ -252,24 +254,31 @@ class Snapshot:
         self.raws.append(raw)
 
     def is_current(self, identity: Identity) -> bool:
+        """Whether every node read is still the same object holding the same raw value (each
+        pass is one C-level comparison over a flat list), and every interpolation still
+        resolves to what it did."""
         if not self.exact:
             return False
         if not all(map(operator.is_, contents_of(self.containers), self.contents)):
             return False
-        if list(map(len, self.contents)) != self.sizes:
+        if list(map(len, self.contents)) != self.sizes:  # keeps the flat lists aligned
             return False
-        now = list(chain.from_iterable(map(dict.values, self.dicts)))
-        if not all(map(operator.is_, now, self.children)):
+        if not all(
+            map(operator.is_, chain.from_iterable(map(dict.values, self.dicts)), self.children)
+        ):
             return False
-        if self.lists:
-            now = list(chain.from_iterable(self.lists))
-            if not all(map(operator.is_, now, self.list_children)):
-                return False
+        if self.lists and not all(
+            map(operator.is_, chain.from_iterable(self.lists), self.list_children)
+        ):
+            return False
         if self._slots is None or len(self._slots) != len(self.nodes):
             self._slots = value_slots(self.nodes)  # once: later checks skip the lookup
         if not all(map(operator.is_, slot_values(self._slots), self.raws)):
             return False
-        with deriving(identity):
+        if not self.interpolations:
+            return True
+        token = _deriving.set((*_deriving.get(), identity))
+        try:
             for node, expected in self.interpolations:
                 try:
                     found, _simple = _resolve_leaf(node, raw_value(node), self.hook)
@@ -277,6 +286,8 @@ class Snapshot:
                     return False
                 if type(found) is not type(expected) or found != expected:
                     return False
+        finally:
+            _deriving.reset(token)
         return True
 
 
@@ -574,6 +585,23 @@ class _ContainerTarget(Exception):
 
 _CONTAINERS = (DictConfig, ListConfig)
 _PLAIN = frozenset({str, int, float, bool, type(None)})
+#: Leaf types a container's fast path takes as they are (anything else: the per-leaf loop).
+_FAST_KINDS = frozenset({str, int, float, bool, type(None)})
+#: Key tuples already known to be plain (strings, no credential names, no instantiate
+#: controls): real configs repeat their shapes, so each tuple is judged once.
+_PLAIN_KEYS: dict[tuple[Any, ...], bool] = {}
+_PLAIN_KEYS_LIMIT = 4096
+
+
+def _plain_keys(keys: tuple[Any, ...]) -> bool:
+    found = all(
+        type(key) is str and key not in INSTANTIATE_CONTROLS and not is_secret_name(key)
+        for key in keys
+    )
+    if len(_PLAIN_KEYS) >= _PLAIN_KEYS_LIMIT:
+        _PLAIN_KEYS.clear()
+    _PLAIN_KEYS[keys] = found
+    return found
 
 
 class _Walker:
@@ -599,6 +627,7 @@ class _Walker:
         #: Whether an exclude pattern left anything out (an emptied node is then an error).
         self.excluded_any = False
         self.exclude = context.exclude
+        self.excluding = bool(context.exclude)
         self.own = own
         self.tolerant = tolerant
         self.redacted: list[str] = []
@@ -618,11 +647,13 @@ class _Walker:
         """
         known = self.context.known
         self._roots_seen = known.roots if known else ()
-        self.prefixes = (
-            *self._roots_seen,
-            *self.context.relative_to,
-            *(path for path, _why in self.context.machine),
-            *self.context.watch,
+        self.prefixes = _shortest(
+            (
+                *self._roots_seen,
+                *self.context.relative_to,
+                *(path for path, _why in self.context.machine),
+                *self.context.watch,
+            )
         )
 
     def locate(self, root: Container, name: str) -> Node:
@@ -651,7 +682,7 @@ class _Walker:
         if path in self.reserved:
             self._record_skipped(node)
             return _SKIP
-        if self.exclude and self.exclude.excludes(path):
+        if self.excluding and self.exclude.excludes(path):
             self.excluded_any = True
             self._record_skipped(node)
             return _SKIP
@@ -678,60 +709,135 @@ class _Walker:
         else:
             self.snapshot.add_leaf(node, raw_value(node))
 
-    def _walk_container(self, node: Container, children: Any, path: str, secret: bool) -> Any:
+    def _walk_container(
+        self, node: Container, children: Any, path: str, secret: bool, values: Any = None
+    ) -> Any:
+        """A container's payload. ``values``: its children's raw values when the caller has
+        already found them all plain leaves and tried the fast path on them."""
         if children is None:
             return None
         self.snapshot.add_container(node, children)
         cls = object_type(node)
         if cls is not None:
             self.types[path or "."] = f"{cls.__module__}.{cls.__qualname__}"
-        nodes, raws = self.snapshot.nodes, self.snapshot.raws
-        check = bool(self.exclude) and self.exclude.may_exclude_below(path)
+        check = self.excluding and self.exclude.may_exclude_below(path)
         if type(children) is dict:
-            out: dict[str, Any] = {}
-            nodes_append, raws_append, plain = nodes.append, raws.append, _PLAIN
-            prefixes = self.prefixes
-            for (key, item), raw in zip(children.items(), raw_values(children)):
-                name = key if type(key) is str else _key_name(key)
-                kind = type(raw)
-                if name in INSTANTIATE_CONTROLS:
-                    continue
-                if secret or check or raw is NOT_A_LEAF or is_secret_name(name):
-                    slow = True
-                else:  # the common case, inlined: a plain value of an untouched leaf
-                    if kind is str:
-                        if "${" in raw:
-                            found = self._special(item, raw, child_path(path, name), False)
-                            if found is not _SKIP:
-                                out[name] = found
-                            continue
-                        slow = raw == "???" or (
-                            len(raw) >= MIN_CREDENTIAL_LENGTH and holds_credentials(raw)
-                        )
-                        if prefixes and not slow:
-                            for prefix in prefixes:
-                                if prefix in raw:
-                                    slow = True
-                                    break
-                    else:
-                        slow = kind not in plain
-                    if not slow:
-                        nodes_append(item)
-                        raws_append(raw)
-                        out[name] = raw
-                        continue
-                found = self.walk(
-                    item, child_path(path, name), secret=secret or is_secret_name(name)
-                )
-                if found is not _SKIP:
-                    out[name] = found
-            return out
+            if values is None:
+                values = plain_leaf_values(children)
+                if values is None:
+                    values = raw_values(children)
+                elif not (secret or check):
+                    leaves = self._plain_leaves(children, values)
+                    if leaves is not None:
+                        return leaves
+            return self._walk_dict(children, values, path, secret, check)
         items: list[Any] = []
         for index, item in enumerate(children):
             found = self.walk(item, child_path(path, index), secret=secret)
             if found is not _SKIP:
                 items.append(found)
         return items
+
+    def _walk_dict(
+        self, children: dict[Any, Node], values: list[Any], path: str, secret: bool, check: bool
+    ) -> dict[str, Any]:
+        """A dict container's payload, child by child (``values``: their raw values)."""
+        out: dict[str, Any] = {}
+        nodes_append, raws_append = self.snapshot.nodes.append, self.snapshot.raws.append
+        plain, prefixes = _PLAIN, self.prefixes
+        for (key, item), raw in zip(children.items(), values):
+            name = key if type(key) is str else _key_name(key)
+            kind = type(raw)
+            if name in INSTANTIATE_CONTROLS:
+                continue
+            if (
+                raw is NOT_A_LEAF
+                and type(item) is DictConfig
+                and not (secret or check)
+                and (path or name not in self.reserved)
+            ):  # a child container, walked here without a walk() call of its own
+                found = self._walk_child(item, name, path)
+                if found is not _SKIP:
+                    out[name] = found
+                continue
+            if secret or check or raw is NOT_A_LEAF or is_secret_name(name):
+                slow = True
+            else:  # the common case, inlined: a plain value of an untouched leaf
+                if kind is str:
+                    if "${" in raw:
+                        found = self._special(item, raw, child_path(path, name), False)
+                        if found is not _SKIP:
+                            out[name] = found
+                        continue
+                    slow = raw == "???" or (
+                        len(raw) >= MIN_CREDENTIAL_LENGTH and holds_credentials(raw)
+                    )
+                    if prefixes and not slow:
+                        for prefix in prefixes:
+                            if prefix in raw:
+                                slow = True
+                                break
+                else:
+                    slow = kind not in plain
+                if not slow:
+                    nodes_append(item)
+                    raws_append(raw)
+                    out[name] = raw
+                    continue
+            found = self.walk(item, child_path(path, name), secret=secret or is_secret_name(name))
+            if found is not _SKIP:
+                out[name] = found
+        return out
+
+    def _walk_child(self, node: DictConfig, name: str, parent: str) -> Any:
+        """What :meth:`walk` returns for a child container that nothing excludes or marks
+        secret by its parent: most containers of a real config hold plain leaves only, and a
+        ``walk`` call with its path string per container is a third of their cost."""
+        children = content(node)
+        if type(children) is dict and object_type(node) is None and not is_secret_name(name):
+            values = plain_leaf_values(children)
+            if values is not None:
+                leaves = self._plain_leaves(children, values)
+                if leaves is not None:
+                    self.snapshot.add_container(node, children)
+                    return leaves
+                return self._walk_container(
+                    node, children, child_path(parent, name), False, values=values
+                )
+        return self.walk(node, child_path(parent, name), secret=is_secret_name(name))
+
+    def _plain_leaves(self, children: dict[Any, Node], values: list[Any]) -> dict[str, Any] | None:
+        """A dict container whose children are all plain leaves (``values``: their raw values)
+        that need no closer look, as one payload dict; else None (the per-child loop decides).
+
+        Most containers of a real config are like this, and deciding it once per container
+        with a few C-level passes, instead of once per leaf, is most of what keeps a large key
+        cheap. The checks are the per-leaf ones, run on all of the container's strings at
+        once: a hit anywhere (an interpolation, ``???``, credentials, a path worth a look)
+        sends the whole container to the loop, so this never decides differently from it.
+        """
+        strings = [item for item in values if type(item) is str]
+        if strings:  # first: an interpolation sends a container to the loop most often
+            text = "\n".join(strings)
+            if "${" in text or "???" in text:
+                return None
+        if not _FAST_KINDS.issuperset(map(type, values)):
+            return None
+        keys = tuple(children)
+        plain_keys = _PLAIN_KEYS.get(keys)
+        if plain_keys is None:
+            plain_keys = _plain_keys(keys)
+        if not plain_keys:
+            return None
+        if strings:
+            if holds_credentials(text):
+                return None
+            for prefix in self.prefixes:
+                if prefix in text:
+                    return None
+        self.snapshot.nodes.extend(children.values())
+        self.snapshot.raws.extend(values)
+        return dict(zip(children, values))
 
     def _string(self, text: str, path: str, secret: bool, origin: Origin | None = None) -> Any:
         """A string value that may hold a cache path, a relative_to base or a machine path."""
@@ -852,6 +958,18 @@ class _Walker:
     def _note_origin(self, origin: Origin, path: str) -> None:
         if origin.per_run:
             self.volatile.append(path)
+
+
+@functools.lru_cache(maxsize=64)
+def _shortest(prefixes: tuple[str, ...]) -> tuple[str, ...]:
+    """The prefixes no other one is part of: a string that holds ``/root/.cache`` holds
+    ``/root``, so only ``/root`` needs looking for (the question is "any of them?")."""
+    unique = sorted(set(prefixes), key=len)
+    kept: list[str] = []
+    for prefix in unique:
+        if not any(shorter in prefix for shorter in kept):
+            kept.append(prefix)
+    return tuple(kept)
 
 
 def _parent_path(path: str) -> str | None:
