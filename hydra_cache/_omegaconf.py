@@ -125,8 +125,15 @@ def parent(node: Node) -> Container | None:
 
 
 def root_of(node: Node) -> Container:
-    """The top of the tree ``node`` belongs to."""
-    return node._get_root()
+    """The top of the tree ``node`` belongs to (each step reads ``_parent`` directly:
+    ``_get_root`` asserts an ABC ``isinstance`` per level, and the resolver asks this on
+    every access)."""
+    found: Any = node
+    above = found.__dict__["_parent"]
+    while above is not None:
+        found = above
+        above = found.__dict__["_parent"]
+    return found  # type: ignore[no-any-return]
 
 
 def child(container: Container, key: str | int) -> Node | None:
@@ -168,9 +175,9 @@ def full_key(node: Node, key: Any = None) -> str:
 
 def object_type(container: Container) -> type | None:
     """The dataclass or attrs class behind a structured config (``None`` for plain ones)."""
-    if not isinstance(container, DictConfig):
-        return None
-    found = container._metadata.object_type
+    if type(container) is not DictConfig and not isinstance(container, DictConfig):
+        return None  # (the type test first: an ABC isinstance costs more than the rest)
+    found = container.__dict__["_metadata"].object_type
     return found if isinstance(found, type) and found is not dict else None
 
 

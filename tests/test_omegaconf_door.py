@@ -49,6 +49,9 @@ def test_parent_and_root_of() -> None:
     assert door.parent(node) is door.child(cfg, "a")
     assert door.parent(cfg) is None
     assert door.root_of(node) is cfg
+    assert door.root_of(cfg) is cfg
+    in_list = door.child(door.content(door.content(cfg.a)["b"])[1], "c")
+    assert door.root_of(in_list) is cfg is in_list._get_root()
 
 
 def test_child_never_resolves_nor_raises() -> None:
