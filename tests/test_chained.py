@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from conftest import TESTS, clean_env, run, write_config
 from hydra_cache._omegaconf import register_resolver
 from hydra_cache.key import derive
-from hydra_cache.resolver import register, resolve_all
+from hydra_cache.resolver import CacheDirError, register, resolve_all
 from test_explain import cli
 
 register()
@@ -373,3 +373,38 @@ def test_instantiate_control_keys_do_not_change_the_key(
     assert partial["cache_dir"] == expected
     flat = instantiate(OmegaConf.create(config).features, _recursive_=False)
     assert flat["cache_dir"] == expected
+
+
+def test_deep_configs_and_long_chains_hash_or_fail_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One stack frame per level of nesting: a config 600 levels deep and a chain of 50
+    stages, each 4 levels deep, hash under Python's default recursion limit; past the limit,
+    the error names the node and the fix instead of a RecursionError."""
+    monkeypatch.setenv("HYDRA_CACHE_ROOT", str(tmp_path))
+    limit = sys.getrecursionlimit()
+
+    def nested(depth: int) -> Any:
+        node: dict[str, Any] = {"leaf": 1}
+        for level in range(depth):
+            node = {"x": node, "v": level}
+        node["cache_dir"] = "${cache_dir:}"
+        sys.setrecursionlimit(20 * depth + limit)  # only to build it: OmegaConf recurses too
+        try:
+            return OmegaConf.create({"data": node})
+        finally:
+            sys.setrecursionlimit(limit)
+
+    assert nested(600).data.cache_dir.startswith(str(tmp_path))
+    chain: dict[str, Any] = {}
+    for stage in range(50):
+        body: dict[str, Any] = {
+            "p": stage,
+            "src": f"${{s{stage - 1}.cache_dir}}/x" if stage else "",
+        }
+        for level in range(4):
+            body = {"sub": body, "q": level}
+        chain[f"s{stage}"] = {**body, "cache_dir": "${cache_dir:}"}
+    assert OmegaConf.create(chain).s49.cache_dir.startswith(str(tmp_path))
+    with pytest.raises(CacheDirError, match=r"data is nested too deeply to hash .*; fix: "):
+        _ = nested(3000).data.cache_dir

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -370,6 +371,8 @@ def test_simple_references_take_the_fast_path() -> None:
     assert resolve_simple(node("m"), "${nope}") is NOT_SIMPLE
 
 
+UPSTREAM_ROOT = "/cache-root"
+
 #: Leaves that each send a container off the fast path: an interpolation, a missing value,
 #: credentials, paths under a relative_to base or a machine path, an enum, bytes.
 tricky_leaves = st.sampled_from(
@@ -385,10 +388,15 @@ tricky_leaves = st.sampled_from(
         b"\x00\x01",
         Color.RED,
         "-u user:pass",
+        UPSTREAM_ROOT + "/up/" + "0" * 16 + "/arrays.npz",  # another entry's path
+        UPSTREAM_ROOT + "/up/" + "1" * 16,  # a path under the root that names no entry
     ]
 )
-#: Key names that send a container off the fast path: credential names, instantiate controls.
-tricky_names = st.sampled_from(["api_key", "password", "_partial_", "hf_token", "tokens"])
+#: Key names that send a container off the fast path: credential names, instantiate controls,
+#: keys that are not strings (and "RED", which joins as Color.RED does: refused alike).
+tricky_names = st.sampled_from(
+    ["api_key", "password", "_partial_", "hf_token", "tokens", 3, Color.BLUE, "RED", Color.RED]
+)
 mixed_trees = st.recursive(
     st.one_of(leaves, tricky_leaves),
     lambda children: st.one_of(
@@ -399,21 +407,32 @@ mixed_trees = st.recursive(
 )
 
 
-@settings(max_examples=200, deadline=None)
-@given(tree=st.dictionaries(st.one_of(names, tricky_names), mixed_trees, min_size=1, max_size=4))
+@settings(max_examples=250, deadline=None)
+@given(
+    tree=st.dictionaries(st.one_of(names, tricky_names), mixed_trees, min_size=1, max_size=4),
+    exclude=st.sampled_from([(), ("data.*.password",), ("data.**.a",), ("data.b",)]),
+    root_hydra=st.sampled_from([{"job": {"name": "x"}}, "zz", None]),
+)
 def test_property_container_fast_path_decides_exactly_as_the_leaf_loop(
-    tree: dict[str, Any],
+    tree: dict[str, Any], exclude: tuple[str, ...], root_hydra: Any
 ) -> None:
-    """Differential: with the per-container fast path on or off, every part of a derivation
-    (payload, key, redactions, machine-path warnings, snapshot) is the same."""
+    """Differential: with the walk's shortcuts on or off (off, every value takes the general
+    path, one by one), every part of a derivation is the same: payload, key, redactions,
+    machine-path warnings, upstreams, and the snapshot that keeps a memoized path exact."""
     from hydra_cache.key import walk
-    from hydra_cache.key.rules import is_secret_name
+    from hydra_cache.key.patterns import ExcludeRules
 
+    known = walk.KnownEntries()
+    upstream = walk.Upstream("up.cache_dir", "f" * 64, UPSTREAM_ROOT + "/up/" + "0" * 16)
+    known.add(upstream.path, ("up",), upstream, UPSTREAM_ROOT)
     cfg = OmegaConf.create(
-        {"top": 1, "data": tree, "hydra": {"job": {"name": "x"}}, "hydra_cache": {"salt": "s"}}
+        {"top": 1, "data": tree, "hydra": root_hydra, "hydra_cache": {"salt": "s"}}
     )
     context = walk.Context(
-        relative_to=("/base/project",), machine=(("/home/alice", "it is under $HOME"),)
+        exclude=ExcludeRules(exclude),
+        known=known,
+        relative_to=("/base/project",),
+        machine=(("/home/alice", "it is under $HOME"),),
     )
 
     def outcome() -> Any:
@@ -431,6 +450,7 @@ def test_property_container_fast_path_decides_exactly_as_the_leaf_loop(
                     derived.redacted_paths,
                     derived.machine_specific,
                     derived.derived_from_cache_dir,
+                    derived.upstreams,
                     derived.snapshot.nodes,  # the same nodes watched, in order
                     derived.snapshot.raws,
                     derived.snapshot.containers,
@@ -439,12 +459,95 @@ def test_property_container_fast_path_decides_exactly_as_the_leaf_loop(
             )
         return found
 
-    def walk_each_child(self: Any, node: Any, name: str, parent: str) -> Any:
-        return self.walk(node, walk.child_path(parent, name), secret=is_secret_name(name))
-
     fast = outcome()
-    with pytest.MonkeyPatch.context() as patch:  # every container through the per-leaf loop
-        patch.setattr(walk._Walker, "_plain_leaves", lambda self, children, values: None)
-        patch.setattr(walk._Walker, "_walk_child", walk_each_child)
+    with pytest.MonkeyPatch.context() as patch:  # every value through the general path
+        patch.setattr(walk, "SHORTCUTS", False)
         slow = outcome()
     assert fast == slow
+
+
+@dataclass
+class PathFields:
+    root: Path = Path("/base/project/data")
+    src: Path = "${data.cache_dir}/arrays.npz"  # type: ignore[assignment]
+    cache_dir: str = "${cache_dir:}"
+
+
+def test_path_fields_join_as_text_under_the_string_rules(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``pathlib.Path`` field (OmegaConf's PathNode) is keyed as its text, as a string field
+    is: relative to a ``relative_to`` base, and an upstream's path as its digest, also after
+    ``OmegaConf.resolve`` made it a plain Path value."""
+    from hydra_cache.key.walk import Context
+
+    context = Context(relative_to=("/base/project",))
+    typed = OmegaConf.create({"data": OmegaConf.structured(PathFields(src=Path("/x")))})
+    assert derive(typed, ["data"], context=context).payload["nodes"]["data"]["root"] == (
+        "<relative_to[0]>/data"
+    )
+    monkeypatch.setenv("HYDRA_CACHE_ROOT", str(tmp_path))
+
+    def chained() -> DictConfig:
+        return OmegaConf.merge(
+            {"data": {"resize": 8, "cache_dir": "${cache_dir:}"}},
+            {"features": OmegaConf.structured(PathFields)},
+        )
+
+    cfg = chained()
+    key = cfg.features.cache_dir  # the Path interpolation: no TypeError from json
+    resolved = chained()
+    _ = resolved.data.cache_dir
+    OmegaConf.resolve(resolved)  # features.src is now a Path holding data's entry path
+    assert isinstance(resolved.features.src, Path)
+    resolved.features.cache_dir = "${cache_dir:}"
+    assert resolved.features.cache_dir == key
+
+
+def test_credentials_in_bytes_values_are_redacted() -> None:
+    cfg = OmegaConf.create(
+        {"data": {"header": b"Authorization: Bearer abcdefgh12345678", "plain": b"\x00\x01"}}
+    )
+    derived = derive(cfg, ["data"])
+    assert derived.redacted_paths == frozenset({"data.header"})
+    assert "abcdefgh" not in json.dumps(derived.redacted_payload())
+
+
+def test_keys_that_join_under_one_name_are_refused() -> None:
+    """``Color.RED`` joins a key by its name, as the string "RED" does: with both in one
+    node, one value would be left out of the key."""
+    from hydra_cache.errors import ConfigError
+
+    cfg = OmegaConf.create({"data": {Color.RED: 0.8, "RED": "a"}})
+    with pytest.raises(ConfigError, match=r"data: the keys .* both join the cache key as 'RED'"):
+        derive(cfg, ["data"])
+    assert key_of({"data": {Color.RED: 0.8, "BLUE": "a"}}) != key_of(
+        {"data": {Color.RED: 0.5, "BLUE": "a"}}
+    )
+
+
+def test_hydra_and_hydra_cache_never_join_a_root_key_whatever_they_hold() -> None:
+    base = key_of({"a": 1}, "")
+    for held in ("zz", None, 5, {"x": 1}):
+        assert key_of({"a": 1, "hydra": held, "hydra_cache": {"salt": None}}, "") == base
+
+
+def test_the_memo_notices_a_node_moved_to_another_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where nodes are set without a copy (``OmegaConf.unsafe_merge``, Hydra's composer), a
+    node can move to another key as the same object: the key names join the key, so the
+    memoized path must change with them."""
+    from omegaconf import flag_override
+
+    monkeypatch.setenv("HYDRA_CACHE_ROOT", str(tmp_path))
+    cfg = OmegaConf.create({"data": {"opts": {"lr": 1, "epochs": 5}, "cache_dir": "${cache_dir:}"}})
+    before = cfg.data.cache_dir
+    opts = cfg.data.opts
+    node = opts._get_node("epochs")
+    with flag_override(cfg, "no_deepcopy_set_nodes", True):
+        del opts["epochs"]
+        opts["warmup"] = node  # the same node object under a new name
+    assert opts._get_node("warmup") is node
+    fresh = OmegaConf.create(OmegaConf.to_container(cfg)).data.cache_dir
+    assert cfg.data.cache_dir == fresh != before

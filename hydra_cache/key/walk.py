@@ -208,6 +208,9 @@ class KnownEntries:
 KNOWN = KnownEntries()
 
 
+_STR_ONLY = frozenset({str})
+
+
 @dataclass
 class Snapshot:
     """Identity of every node a derivation read, to tell cheaply whether it still holds.
@@ -226,6 +229,8 @@ class Snapshot:
     children: list[Any] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
     dicts: list[dict[Any, Any]] = field(default_factory=list)
+    #: Every key of every dict container, flat and in order.
+    keys: list[Any] = field(default_factory=list)
     lists: list[list[Any]] = field(default_factory=list)
     list_children: list[Any] = field(default_factory=list)
     nodes: list[Node] = field(default_factory=list)
@@ -234,6 +239,8 @@ class Snapshot:
     exact: bool = True
     hook: CacheDirHook | None = None
     _slots: list[dict[str, Any]] | None = field(default=None, repr=False)
+    #: Whether every key is a plain str (None: not looked at yet).
+    _str_keys: bool | None = field(default=None, repr=False)
 
     def add_container(self, container: Container, children: Any) -> None:
         self.containers.append(container)
@@ -242,6 +249,7 @@ class Snapshot:
         if type(children) is dict:
             self.dicts.append(children)
             self.children.extend(children.values())
+            self.keys.extend(children)
         else:
             self.lists.append(children)
             self.list_children.extend(children)
@@ -265,6 +273,16 @@ class Snapshot:
             return False
         if not all(
             map(operator.is_, chain.from_iterable(map(dict.values, self.dicts)), self.children)
+        ):
+            return False
+        # Keys by equality (one C-level pass): a node moved to another name (possible where
+        # nodes are set without a copy, as OmegaConf.unsafe_merge does) is a change too.
+        # Equal keys of other types (1, 1.0, True) would not tell apart: those by identity.
+        keys = list(chain.from_iterable(self.dicts))
+        if self._str_keys is None:
+            self._str_keys = _STR_ONLY.issuperset(map(type, self.keys))
+        if keys != self.keys or (
+            not self._str_keys and not all(map(operator.is_, keys, self.keys))
         ):
             return False
         if self.lists and not all(
@@ -394,11 +412,7 @@ def derive(
             try:
                 walked = walker.walk(node, name)
             except RecursionError:
-                raise ConfigError(
-                    f"{name or 'the config'} is nested too deeply to hash (over "
-                    f"{sys.getrecursionlimit() // 4} levels); fix: flatten it, or add its deep "
-                    "part to hydra_cache.exclude"
-                ) from None
+                raise _too_deep(name) from None
             hashed[name or "."] = None if walked is _SKIP else walked
             if walked in ({}, []) and walker.excluded_any:
                 raise ConfigError(
@@ -410,7 +424,10 @@ def derive(
     payload: dict[str, Any] = {"schema": SCHEMA_VERSION, "salt": context.salt, "nodes": hashed}
     if walker.types:
         payload["types"] = walker.types
-    digest = digest_of(payload)
+    try:
+        digest = digest_of(payload)
+    except RecursionError:  # json's encoder has a depth limit of its own
+        raise _too_deep(names[0] if len(names) == 1 else "") from None
     return DerivedKey(
         key=digest[:KEY_LENGTH],
         digest=digest,
@@ -422,6 +439,15 @@ def derive(
         upstreams=tuple(walker.upstreams.values()),
         machine_specific=tuple(walker.machine_specific),
         watched={k: tuple(v) for k, v in walker.watched.items()},
+    )
+
+
+def _too_deep(name: str) -> ConfigError:
+    return ConfigError(
+        f"{name or 'the config'} is nested too deeply to hash (Python's recursion limit, "
+        f"{sys.getrecursionlimit()}, was reached: a config hundreds of levels deep, or a long "
+        "chain of stages each reading the one before); fix: flatten it, or add its deep part to "
+        "hydra_cache.exclude"
     )
 
 
@@ -552,6 +578,30 @@ def _plain(item: Any, path: str) -> Any:
     )
 
 
+def _holds_credentials_as(kind: type, value: Any) -> bool:
+    """Whether a string, or the text of bytes (YAML ``!!binary``), carries credentials."""
+    if kind is str:
+        return holds_credentials(value)
+    if kind is bytes:
+        return holds_credentials(value.decode("latin-1"))
+    return False
+
+
+def _check_names(children: dict[Any, Node], path: str) -> None:
+    """Two keys of one container that join a payload under one name (``Split.TRAIN`` and
+    ``"TRAIN"``) would leave one value out of the key: refuse, naming both."""
+    seen: dict[str, Any] = {}
+    for key in children:
+        name = _key_name(key)
+        if name in seen:
+            raise ConfigError(
+                f"{path or 'the config'}: the keys {seen[name]!r} and {key!r} both join the "
+                f"cache key as {name!r}, so one of their values would be left out of it; fix: "
+                "rename one of them"
+            )
+        seen[name] = key
+
+
 def _first_line(error: BaseException) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
@@ -582,6 +632,11 @@ class _ContainerTarget(Exception):
         super().__init__()
         self.target = target
 
+
+#: Whether the walk takes its shortcuts: a container of plain leaves decided at once, and a
+#: child container walked without a walk() call. Off, every value goes through the general
+#: path one by one; tests switch it off to check that both decide exactly alike.
+SHORTCUTS = True
 
 _CONTAINERS = (DictConfig, ListConfig)
 _PLAIN = frozenset({str, int, float, bool, type(None)})
@@ -697,9 +752,11 @@ class _Walker:
         if kind is str and ("${" in raw or raw == "???"):
             return self._special(node, raw, path, secret)
         self.snapshot.add_leaf(node, raw)
+        if isinstance(raw, PurePath):  # a Path field joins as its text, under the same rules
+            raw, kind = str(raw), str
         if kind is str and self.prefixes:
             return self._string(raw, path, secret)
-        if secret or (kind is str and holds_credentials(raw)):
+        if secret or _holds_credentials_as(kind, raw):
             self.redacted.append(path)
         return raw if kind in _PLAIN else _plain(raw, path)
 
@@ -709,57 +766,76 @@ class _Walker:
         else:
             self.snapshot.add_leaf(node, raw_value(node))
 
-    def _walk_container(
+    def _walk_container(  # noqa: PLR0915  (the hot loop, inlined: a call per leaf is its cost)
         self, node: Container, children: Any, path: str, secret: bool, values: Any = None
     ) -> Any:
         """A container's payload. ``values``: its children's raw values when the caller has
-        already found them all plain leaves and tried the fast path on them."""
+        already found them all plain leaves and tried the fast path on them.
+
+        A child container is walked by a direct call to this method (one stack frame per
+        level of nesting, so a deep config or a long chain of stages stays hashable), and one
+        of plain leaves without even that (most containers of a real config are like this).
+        """
         if children is None:
             return None
         self.snapshot.add_container(node, children)
         cls = object_type(node)
         if cls is not None:
             self.types[path or "."] = f"{cls.__module__}.{cls.__qualname__}"
-        check = self.excluding and self.exclude.may_exclude_below(path)
-        if type(children) is dict:
+        # Child by child: where an exclude pattern may apply, and at the root, whose children
+        # may be reserved (`hydra`, `hydra_cache`).
+        check = (self.excluding and self.exclude.may_exclude_below(path)) or (
+            not path and bool(self.reserved)
+        )
+        if type(children) is not dict:
+            items: list[Any] = []
+            for index, item in enumerate(children):
+                found = self.walk(item, child_path(path, index), secret=secret)
+                if found is not _SKIP:
+                    items.append(found)
+            return items
+        if values is None:
+            values = plain_leaf_values(children)
             if values is None:
-                values = plain_leaf_values(children)
-                if values is None:
-                    values = raw_values(children)
-                elif not (secret or check):
-                    leaves = self._plain_leaves(children, values)
-                    if leaves is not None:
-                        return leaves
-            return self._walk_dict(children, values, path, secret, check)
-        items: list[Any] = []
-        for index, item in enumerate(children):
-            found = self.walk(item, child_path(path, index), secret=secret)
-            if found is not _SKIP:
-                items.append(found)
-        return items
-
-    def _walk_dict(
-        self, children: dict[Any, Node], values: list[Any], path: str, secret: bool, check: bool
-    ) -> dict[str, Any]:
-        """A dict container's payload, child by child (``values``: their raw values)."""
+                values = raw_values(children)
+            elif SHORTCUTS and not (secret or check):
+                leaves = self._plain_leaves(children, values)
+                if leaves is not None:
+                    return leaves
         out: dict[str, Any] = {}
         nodes_append, raws_append = self.snapshot.nodes.append, self.snapshot.raws.append
         plain, prefixes = _PLAIN, self.prefixes
+        renamed = False
         for (key, item), raw in zip(children.items(), values):
-            name = key if type(key) is str else _key_name(key)
+            if type(key) is str:
+                name = key
+            else:
+                name, renamed = _key_name(key), True
             kind = type(raw)
             if name in INSTANTIATE_CONTROLS:
                 continue
             if (
                 raw is NOT_A_LEAF
                 and type(item) is DictConfig
+                and SHORTCUTS
                 and not (secret or check)
-                and (path or name not in self.reserved)
-            ):  # a child container, walked here without a walk() call of its own
-                found = self._walk_child(item, name, path)
-                if found is not _SKIP:
-                    out[name] = found
-                continue
+            ):
+                sub = content(item)
+                if type(sub) is dict:  # (not None, "???" or an interpolation: walk() below)
+                    hidden = is_secret_name(name)
+                    sub_values = None
+                    if not hidden and object_type(item) is None:
+                        sub_values = plain_leaf_values(sub)
+                        if sub_values is not None:
+                            leaves = self._plain_leaves(sub, sub_values)
+                            if leaves is not None:
+                                self.snapshot.add_container(item, sub)
+                                out[name] = leaves
+                                continue
+                    out[name] = self._walk_container(
+                        item, sub, child_path(path, name), hidden, values=sub_values
+                    )
+                    continue
             if secret or check or raw is NOT_A_LEAF or is_secret_name(name):
                 slow = True
             else:  # the common case, inlined: a plain value of an untouched leaf
@@ -787,24 +863,9 @@ class _Walker:
             found = self.walk(item, child_path(path, name), secret=secret or is_secret_name(name))
             if found is not _SKIP:
                 out[name] = found
+        if renamed:
+            _check_names(children, path)
         return out
-
-    def _walk_child(self, node: DictConfig, name: str, parent: str) -> Any:
-        """What :meth:`walk` returns for a child container that nothing excludes or marks
-        secret by its parent: most containers of a real config hold plain leaves only, and a
-        ``walk`` call with its path string per container is a third of their cost."""
-        children = content(node)
-        if type(children) is dict and object_type(node) is None and not is_secret_name(name):
-            values = plain_leaf_values(children)
-            if values is not None:
-                leaves = self._plain_leaves(children, values)
-                if leaves is not None:
-                    self.snapshot.add_container(node, children)
-                    return leaves
-                return self._walk_container(
-                    node, children, child_path(parent, name), False, values=values
-                )
-        return self.walk(node, child_path(parent, name), secret=is_secret_name(name))
 
     def _plain_leaves(self, children: dict[Any, Node], values: list[Any]) -> dict[str, Any] | None:
         """A dict container whose children are all plain leaves (``values``: their raw values)
@@ -929,6 +990,11 @@ class _Walker:
         self._note_origin(origin, path)
         self.snapshot.interpolations.append((node, found))
         hidden = secret or origin.hidden
+        if isinstance(found, PurePath):  # (a Path field's interpolation): as its text
+            found = str(found)
+        elif type(found) not in _PLAIN and not isinstance(found, (list, dict)):
+            hidden = hidden or _holds_credentials_as(type(found), found)
+            found = _plain(found, path)
         known = self.context.known
         if known is not None and known.roots is not self._roots_seen:
             self._refresh_prefixes()
