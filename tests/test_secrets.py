@@ -205,3 +205,18 @@ def test_names_that_count_tokens_are_shown_and_plurals_of_credentials_are_not(
     from hydra_cache.key.rules import is_secret_name
 
     assert is_secret_name(name) is secret
+
+
+def test_the_length_shortcut_never_skips_a_credential_shape() -> None:
+    """``holds_credentials`` skips strings shorter than MIN_CREDENTIAL_LENGTH without running
+    the pattern: that bound must be at most the shortest text the pattern can match (it was
+    7 while ``pwd=x``, ``-u a:b`` and ``?key=x`` matched, so those were shown in clear)."""
+    import importlib
+
+    from hydra_cache.key import rules
+
+    parser = getattr(re, "_parser", None) or importlib.import_module("sre_parse")
+    shortest = parser.parse(rules._SECRET_VALUE.pattern, rules._SECRET_VALUE.flags).getwidth()[0]
+    assert shortest >= rules.MIN_CREDENTIAL_LENGTH
+    for text in ("pwd=x", "-u a:b", "?key=x"):
+        assert rules.holds_credentials(text), text
