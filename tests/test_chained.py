@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -408,3 +409,41 @@ def test_deep_configs_and_long_chains_hash_or_fail_in_one_line(
     assert OmegaConf.create(chain).s49.cache_dir.startswith(str(tmp_path))
     with pytest.raises(CacheDirError, match=r"data is nested too deeply to hash .*; fix: "):
         _ = nested(3000).data.cache_dir
+
+
+def test_a_chain_past_the_recursion_limit_fails_at_once_instead_of_retrying(
+    tmp_path: Path,
+) -> None:
+    """Past Python's limit, a memo check used to swallow the RecursionError and re-derive,
+    which hit it again one stage further up: time doubled per stage (a hang at 150 stages).
+    Run in a child process with a timeout, so a regression fails instead of hanging CI."""
+    probe = tmp_path / "chain.py"
+    probe.write_text(
+        "from omegaconf import OmegaConf\n"
+        "from hydra_cache.resolver import register\n"
+        "register()\n"
+        "stages = {'s0': {'n': 0, 'cache_dir': '${cache_dir:}'}}\n"
+        "for i in range(1, 250):\n"
+        "    stages[f's{i}'] = {'n': i, 'source': f'${{s{i - 1}.cache_dir}}/out.json',\n"
+        "                       'cache_dir': '${cache_dir:}'}\n"
+        "cfg = OmegaConf.create(stages)\n"
+        "for i in range(250):\n"
+        "    try:\n"
+        "        cfg[f's{i}'].cache_dir\n"
+        "    except Exception as error:\n"
+        "        print(i, str(error).splitlines()[0])\n"
+        "        break\n"
+        "else:\n"
+        "    print('all resolved')\n"
+    )
+    env = {**clean_env(), "HYDRA_CACHE_ROOT": str(tmp_path / "root")}
+    done = subprocess.run(
+        [sys.executable, str(probe)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "all resolved" in done.stdout or "nested too deeply to hash" in done.stdout, done.stdout

@@ -300,6 +300,8 @@ class Snapshot:
             for node, expected in self.interpolations:
                 try:
                     found, _simple = _resolve_leaf(node, raw_value(node), self.hook)
+                except RecursionError:  # a chain past Python's limit: an error, not a retry
+                    raise  # (re-deriving would hit it again, once per stage: exponential)
                 except Exception:
                     return False
                 if type(found) is not type(expected) or found != expected:
@@ -446,8 +448,8 @@ def _too_deep(name: str) -> ConfigError:
     return ConfigError(
         f"{name or 'the config'} is nested too deeply to hash (Python's recursion limit, "
         f"{sys.getrecursionlimit()}, was reached: a config hundreds of levels deep, or a long "
-        "chain of stages each reading the one before); fix: flatten it, or add its deep part to "
-        "hydra_cache.exclude"
+        "chain of stages each reading the one before); fix: flatten it, add its deep part to "
+        "hydra_cache.exclude, or raise the limit (sys.setrecursionlimit) before the first access"
     )
 
 
