@@ -551,3 +551,24 @@ def test_the_memo_notices_a_node_moved_to_another_key(
     assert opts._get_node("warmup") is node
     fresh = OmegaConf.create(OmegaConf.to_container(cfg)).data.cache_dir
     assert cfg.data.cache_dir == fresh != before
+
+
+def test_credentials_in_path_values_and_resolver_results_are_redacted() -> None:
+    """pathlib turns ``https://alice:pw@host`` into ``https:/alice:pw@host``, and a resolver
+    may return bytes inside a list: both still hide the credentials they carry."""
+
+    @dataclass
+    class Source:
+        url: Path = Path("https://alice:hunter22@example.com/data")
+        plain: Path = Path("/data/train")
+
+    register_resolver("hc_test_bytes_list", lambda: [b"password=hunter22", b"ok"])
+    cfg = OmegaConf.create(
+        {"data": OmegaConf.structured(Source), "more": {"v": "${hc_test_bytes_list:}"}}
+    )
+    derived = derive(cfg, ["data"])
+    assert derived.redacted_paths == frozenset({"data.url"})
+    assert "hunter22" not in json.dumps(derived.redacted_payload())
+    derived = derive(cfg, ["more"])
+    assert derived.redacted_paths == frozenset({"more.v[0]"})
+    assert "70617373776f7264" not in json.dumps(derived.redacted_payload())  # "password" in hex

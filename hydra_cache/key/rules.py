@@ -174,6 +174,21 @@ def holds_credentials(value: str) -> bool:
     return _holds_credentials(value)
 
 
+def joined_holds_credentials(text: str) -> bool:
+    """:func:`holds_credentials` for the joined strings of one container (the key walk's fast
+    path), remembered apart so that these never push single strings out of their memo."""
+    if len(text) < MIN_CREDENTIAL_LENGTH:
+        return False
+    if len(text) > _REMEMBERED_LENGTH:
+        return _SECRET_VALUE.search(text) is not None
+    return _joined_holds_credentials(text)
+
+
+@functools.lru_cache(maxsize=2048)
+def _joined_holds_credentials(text: str) -> bool:
+    return _SECRET_VALUE.search(text) is not None
+
+
 #: Strings up to this length have their scan remembered: a downstream stage re-derived after
 #: each change meets the same upstream paths again, and one scan costs as much as checking a
 #: hundred leaves.

@@ -75,6 +75,7 @@ from hydra_cache.key.rules import (
     Origin,
     holds_credentials,
     is_secret_name,
+    joined_holds_credentials,
     origin_of,
     redact,
 )
@@ -580,6 +581,30 @@ def _plain(item: Any, path: str) -> Any:
     )
 
 
+def _path_holds_credentials(text: str) -> bool:
+    """A Path's text, where pathlib turned ``https://user:pw@host`` into ``https:/user:pw@host``:
+    scanned with the URL's slashes put back too."""
+    return holds_credentials(text) or (
+        ":/" in text and holds_credentials(text.replace(":/", "://"))
+    )
+
+
+def _resolved_as_plain(found: Any, path: str) -> tuple[Any, bool]:
+    """A resolved value that is not a plain one (a Path field's interpolation, a resolver's
+    bytes or enum) as it joins the payload, and whether its text carries credentials."""
+    if isinstance(found, PurePath):  # as its text, under the string rules
+        text = str(found)
+        return text, _path_holds_credentials(text)
+    return _plain(found, path), _holds_credentials_as(type(found), found)
+
+
+def _hex_holds_credentials(text: str) -> bool:
+    try:
+        return _holds_credentials_as(bytes, bytes.fromhex(text))
+    except ValueError:  # not bytes after all, but a dict of the user's: its text then
+        return holds_credentials(text)
+
+
 def _holds_credentials_as(kind: type, value: Any) -> bool:
     """Whether a string, or the text of bytes (YAML ``!!binary``), carries credentials."""
     if kind is str:
@@ -756,6 +781,7 @@ class _Walker:
         self.snapshot.add_leaf(node, raw)
         if isinstance(raw, PurePath):  # a Path field joins as its text, under the same rules
             raw, kind = str(raw), str
+            secret = secret or _path_holds_credentials(raw)
         if kind is str and self.prefixes:
             return self._string(raw, path, secret)
         if secret or _holds_credentials_as(kind, raw):
@@ -892,12 +918,12 @@ class _Walker:
             plain_keys = _plain_keys(keys)
         if not plain_keys:
             return None
-        if strings:
-            if holds_credentials(text):
-                return None
+        if strings:  # the cheap prefix test before the pattern: a hit here is common
             for prefix in self.prefixes:
                 if prefix in text:
                     return None
+            if joined_holds_credentials(text):
+                return None
         self.snapshot.nodes.extend(children.values())
         self.snapshot.raws.extend(values)
         return dict(zip(children, values))
@@ -992,11 +1018,9 @@ class _Walker:
         self._note_origin(origin, path)
         self.snapshot.interpolations.append((node, found))
         hidden = secret or origin.hidden
-        if isinstance(found, PurePath):  # (a Path field's interpolation): as its text
-            found = str(found)
-        elif type(found) not in _PLAIN and not isinstance(found, (list, dict)):
-            hidden = hidden or _holds_credentials_as(type(found), found)
-            found = _plain(found, path)
+        if type(found) not in _PLAIN and not isinstance(found, (list, dict)):
+            found, shows_credentials = _resolved_as_plain(found, path)
+            hidden = hidden or shows_credentials
         known = self.context.known
         if known is not None and known.roots is not self._roots_seen:
             self._refresh_prefixes()
@@ -1012,6 +1036,10 @@ class _Walker:
     def _containers_in(self, found: Any, path: str, hidden: bool) -> Any:
         """A resolver's list or dict result: its strings get the same treatment as leaves."""
         if isinstance(found, dict):
+            if len(found) == 1 and type(found.get("__bytes__")) is str:  # bytes, as _plain has it
+                if _hex_holds_credentials(found["__bytes__"]):
+                    self.redacted.append(path)
+                return found
             return {
                 k: self._containers_in(v, child_path(path, k), hidden) for k, v in found.items()
             }
