@@ -666,9 +666,8 @@ class _ContainerTarget(Exception):
 SHORTCUTS = True
 
 _CONTAINERS = (DictConfig, ListConfig)
+#: Value types that join a payload as they are (the fast path takes no other).
 _PLAIN = frozenset({str, int, float, bool, type(None)})
-#: Leaf types a container's fast path takes as they are (anything else: the per-leaf loop).
-_FAST_KINDS = frozenset({str, int, float, bool, type(None)})
 #: Key tuples already known to be plain (strings, no credential names, no instantiate
 #: controls): real configs repeat their shapes, so each tuple is judged once.
 _PLAIN_KEYS: dict[tuple[Any, ...], bool] = {}
@@ -910,7 +909,7 @@ class _Walker:
             text = "\n".join(strings)
             if "${" in text or "???" in text:
                 return None
-        if not _FAST_KINDS.issuperset(map(type, values)):
+        if not _PLAIN.issuperset(map(type, values)):
             return None
         keys = tuple(children)
         plain_keys = _PLAIN_KEYS.get(keys)
