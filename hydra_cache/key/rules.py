@@ -170,7 +170,7 @@ def holds_credentials(value: str) -> bool:
     if len(value) < MIN_CREDENTIAL_LENGTH:
         return False
     if len(value) > _REMEMBERED_LENGTH:
-        return _SECRET_VALUE.search(value) is not None
+        return _search(value)
     return _holds_credentials(value)
 
 
@@ -180,13 +180,8 @@ def joined_holds_credentials(text: str) -> bool:
     if len(text) < MIN_CREDENTIAL_LENGTH:
         return False
     if len(text) > _REMEMBERED_LENGTH:
-        return _SECRET_VALUE.search(text) is not None
+        return _search(text)
     return _joined_holds_credentials(text)
-
-
-@functools.lru_cache(maxsize=2048)
-def _joined_holds_credentials(text: str) -> bool:
-    return _SECRET_VALUE.search(text) is not None
 
 
 #: Strings up to this length have their scan remembered: a downstream stage re-derived after
@@ -195,9 +190,13 @@ def _joined_holds_credentials(text: str) -> bool:
 _REMEMBERED_LENGTH = 4096
 
 
-@functools.lru_cache(maxsize=4096)
-def _holds_credentials(value: str) -> bool:
+def _search(value: str) -> bool:
     return _SECRET_VALUE.search(value) is not None
+
+
+#: Two memos of one scan: a container's joined strings never push single ones out.
+_holds_credentials = functools.lru_cache(maxsize=4096)(_search)
+_joined_holds_credentials = functools.lru_cache(maxsize=2048)(_search)
 
 
 @dataclass(frozen=True)

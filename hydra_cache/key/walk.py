@@ -668,21 +668,16 @@ SHORTCUTS = True
 _CONTAINERS = (DictConfig, ListConfig)
 #: Value types that join a payload as they are (the fast path takes no other).
 _PLAIN = frozenset({str, int, float, bool, type(None)})
-#: Key tuples already known to be plain (strings, no credential names, no instantiate
-#: controls): real configs repeat their shapes, so each tuple is judged once.
-_PLAIN_KEYS: dict[tuple[Any, ...], bool] = {}
-_PLAIN_KEYS_LIMIT = 4096
 
 
+@functools.lru_cache(maxsize=4096)
 def _plain_keys(keys: tuple[Any, ...]) -> bool:
-    found = all(
+    """Whether a container's keys are all plain strings, with no credential-like name and no
+    instantiate control (remembered: real configs repeat their shapes)."""
+    return all(
         type(key) is str and key not in INSTANTIATE_CONTROLS and not is_secret_name(key)
         for key in keys
     )
-    if len(_PLAIN_KEYS) >= _PLAIN_KEYS_LIMIT:
-        _PLAIN_KEYS.clear()
-    _PLAIN_KEYS[keys] = found
-    return found
 
 
 class _Walker:
@@ -911,11 +906,7 @@ class _Walker:
                 return None
         if not _PLAIN.issuperset(map(type, values)):
             return None
-        keys = tuple(children)
-        plain_keys = _PLAIN_KEYS.get(keys)
-        if plain_keys is None:
-            plain_keys = _plain_keys(keys)
-        if not plain_keys:
+        if not _plain_keys(tuple(children)):
             return None
         if strings:  # the cheap prefix test before the pattern: a hit here is common
             for prefix in self.prefixes:
