@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 from hypothesis import given, settings
@@ -572,3 +572,69 @@ def test_credentials_in_path_values_and_resolver_results_are_redacted() -> None:
     derived = derive(cfg, ["more"])
     assert derived.redacted_paths == frozenset({"more.v[0]"})
     assert "70617373776f7264" not in json.dumps(derived.redacted_payload())  # "password" in hex
+
+
+class Split(Enum):
+    TRAIN = 1
+    TEST = 2
+
+
+@dataclass
+class Loader:
+    batch_size: int = 32
+    shuffle: bool = True
+
+
+@dataclass
+class Auth:
+    user: str = "alice"
+    api_key: str = "plain-looking-value"
+
+
+@dataclass
+class Dataset:
+    name: str = "mnist"
+    root: Path = Path("/base/project/data")
+    split: Split = Split.TRAIN
+    size: tuple[int, int] = (28, 28)
+    mean: Optional[float] = None  # noqa: UP045  (OmegaConf evaluates it; `|` needs 3.10)
+    loaders: list[Loader] = field(default_factory=lambda: [Loader(), Loader(64, False)])
+    extra: dict[str, Any] = field(default_factory=lambda: {"note": "x", "n": 1})
+    token: str = "hf_abcdefghijklmnopqrstuvwx"
+    login: Auth = field(default_factory=Auth)  # plain fields only: the shortcut's own case
+
+
+@pytest.mark.parametrize("shape", ["the demo's Hydra-composed config", "a structured config"])
+def test_the_shortcuts_decide_alike_on_real_project_shapes(
+    shape: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The differential of the fast path, on what real projects hash rather than on generated
+    dicts: the demo's config as Hydra composes it (AnyNode leaves, defaults lists, the
+    ``hydra`` node at the root), and a structured config (typed leaf nodes, enums, Path,
+    tuples, Optional, lists of dataclasses, a credential by its shape and one by its name)."""
+    from hydra_cache.composing import compose_config
+    from hydra_cache.key import walk
+
+    monkeypatch.setenv("HYDRA_CACHE_ROOT", str(tmp_path))
+    if shape == "a structured config":
+        cfg = OmegaConf.create({"data": OmegaConf.structured(Dataset), "seed": 0})
+    else:
+        cfg = compose_config(str(Path(__file__).parents[1] / "conf"), "config", ["seed=3"])
+    names = ["", *(name for name in cfg if name not in ("hydra", "hydra_cache"))]
+    context = walk.Context(relative_to=("/base/project",))
+
+    def outcome() -> list[Any]:
+        found = []
+        for name in names:
+            derived = derive(cfg, [name], context=context)
+            snapshot = derived.snapshot
+            found.append(
+                (derived.payload, derived.redacted_paths, derived.upstreams, snapshot.raws)
+            )
+        return found
+
+    fast = outcome()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(walk, "SHORTCUTS", False)
+        assert outcome() == fast
+    assert any(payload["nodes"] for payload, *_ in fast)
