@@ -202,5 +202,8 @@ def _shown_overrides(overrides: list[str]) -> list[str]:
         key, equals, value = str(override).partition("=")
         name = key.lstrip("+~").rsplit(".", 1)[-1]
         secret = is_secret_name(name) or holds_credentials(value) or "oc.env" in value
+        if holds_credentials(key):  # a key that holds credentials itself: neither is shown
+            shown.append(f"{redact(key)}={redact(value)}" if equals else redact(key))
+            continue
         shown.append(f"{key}={redact(value)}" if equals and secret else str(override))
     return shown

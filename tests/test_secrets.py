@@ -82,6 +82,7 @@ def config_text() -> str:
     lines = [
         "secrets_root: {a: '${oc.env:HC_T}', b: '${secrets_root.a}'}",
         "openai: {key: CANARY34}",
+        "decode_src: '{ghp_CANARY63abcdefghijklmnopqrstuv: 1}'",
     ]
     lines.append("data:")
     lines.append("  size: 3")
@@ -90,6 +91,16 @@ def config_text() -> str:
     lines.append("  headers: ['Authorization: Bearer CANARY35listtoken']")
     lines.append("  nested: {Authorization: CANARY36}")
     lines += [f"  {name}: '{value}'" for name, value in SHAPES.items()]
+    # Names that hold credentials themselves: a dict keyed by mirror URLs or tokens, with a
+    # value, a node and nothing under them, and a resolver's dict result keyed the same way.
+    lines += [
+        "  mirrors:",
+        "    'https://alice:CANARY60pw@mirror.example/data': 3",
+        "    ghp_CANARY61abcdefghijklmnopqrstuv: {region: eu}",
+        "    'https://bob:CANARY62pw@m2.example/x': {}",
+        "    plain_mirror: 1",
+        "  decoded: ${oc.decode:${decode_src}}",
+    ]
     lines.append("other: {session_token: CANARY37, plain: visible}")
     return "\n".join(lines) + "\n"
 
@@ -136,6 +147,7 @@ def test_no_secret_shape_reaches_any_file_log_or_output(tmp_path: Path) -> None:
         "hydra/callbacks=cache_manifest",
         "hydra.run.dir=run2",
         "data.password=CANARY38",
+        "+data.mirrors.ghp_CANARY64abcdefghijklmnopqrstuv=1",
         root=root,
         env=clean_env(PROBE_BUILD="1", **ENV),
     )
@@ -156,6 +168,7 @@ def test_no_secret_shape_reaches_any_file_log_or_output(tmp_path: Path) -> None:
     subprocess.run([*git, "commit", "-qm", "base"], check=True)
     text = (conf / "config.yaml").read_text()
     text = text.replace("CANARY01", "CANARY42").replace("CANARY37", "CANARY43")
+    text = text.replace("CANARY60pw", "CANARY65pw")
     (conf / "config.yaml").write_text(text.replace("CANARY21pw", "CANARY44pw"))
     subprocess.run([*git, "commit", "-qam", "rotate"], check=True)
     for form in ("markdown", "json", "text"):
@@ -220,3 +233,21 @@ def test_the_length_shortcut_never_skips_a_credential_shape() -> None:
     assert shortest >= rules.MIN_CREDENTIAL_LENGTH
     for text in ("pwd=x", "-u a:b", "?key=x"):
         assert rules.holds_credentials(text), text
+
+
+def test_an_error_about_a_value_that_holds_credentials_does_not_print_them(
+    tmp_path: Path,
+) -> None:
+    """An unresolvable interpolation is named in a one-line error; its text is shown unless it
+    holds credentials, which an error printed to a terminal or a CI log must not carry."""
+    conf = write_config(
+        tmp_path / "conf",
+        {
+            "config.yaml": "data:\n  cache_dir: ${cache_dir:}\n"
+            """  mirror: '${oc.decode:''{"https://u:CANARY66pw@h.example/": 1}''}'\n"""
+        },
+    )
+    keys = cli(tmp_path, "keys", "-cd", str(conf), root=tmp_path / "root")
+    assert keys.returncode != 0
+    assert "data.mirror: cannot resolve <redacted:" in keys.stderr, keys.stderr
+    assert not canaries(keys.stdout + keys.stderr), keys.stderr

@@ -184,6 +184,21 @@ def joined_holds_credentials(text: str) -> bool:
     return _joined_holds_credentials(text)
 
 
+@functools.lru_cache(maxsize=8192)
+def shown_name(name: str) -> str:
+    """A config key's name as it may be shown: its redaction fingerprint when the name itself
+    holds credentials (a dict keyed by mirror URLs with userinfo, or by API tokens), else the
+    name. Every dotted key the walk records or prints is spelled with these."""
+    return redact(name) if holds_credentials(name) else name
+
+
+@functools.lru_cache(maxsize=8192)
+def hides_value(name: str) -> bool:
+    """Whether the value under a config key must never be shown: the name looks like a
+    credential's (``api_key``), or holds one itself."""
+    return is_secret_name(name) or holds_credentials(name)
+
+
 #: Strings up to this length have their scan remembered: a downstream stage re-derived after
 #: each change meets the same upstream paths again, and one scan costs as much as checking a
 #: hundred leaves.

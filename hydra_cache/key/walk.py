@@ -73,11 +73,12 @@ from hydra_cache.key.refs import (
 from hydra_cache.key.rules import (
     MIN_CREDENTIAL_LENGTH,
     Origin,
+    hides_value,
     holds_credentials,
-    is_secret_name,
     joined_holds_credentials,
     origin_of,
     redact,
+    shown_name,
 )
 
 #: Nodes that never join a key (the ``hydra_cache`` node joins through its ``salt`` only).
@@ -144,10 +145,13 @@ def deriving(identity: Identity) -> Iterator[None]:
 
 
 def child_path(parent: str, step: PathStep) -> str:
-    """The dotted key of a child, spelled as OmegaConf spells full keys."""
+    """The dotted key of a child, spelled as OmegaConf spells full keys, but for a name that
+    holds credentials itself: that is spelled as its fingerprint (see :func:`shown_name`), so
+    no recorded, matched or printed key ever carries it."""
     if isinstance(step, int):
         return f"{parent}[{step}]"
-    return f"{parent}.{step}" if parent else str(step)
+    name = shown_name(step if type(step) is str else str(step))
+    return f"{parent}.{name}" if parent else name
 
 
 @dataclass(frozen=True)
@@ -349,7 +353,10 @@ def _redact(item: Any, path: str, paths: frozenset[str]) -> Any:
     if path in paths:
         return redact(item)
     if isinstance(item, dict):
-        return {k: _redact(v, child_path(path, k), paths) for k, v in item.items()}
+        return {
+            shown_name(k) if type(k) is str else k: _redact(v, child_path(path, k), paths)
+            for k, v in item.items()
+        }
     if isinstance(item, list):
         return [_redact(v, child_path(path, i), paths) for i, v in enumerate(item)]
     return item
@@ -633,6 +640,19 @@ def _first_line(error: BaseException) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
+def _unresolvable(path: str, raw: str, error: BaseException) -> ConfigError:
+    """The one-line error for an interpolation that cannot be resolved. It quotes the text and
+    OmegaConf's reason, unless either holds credentials: an error reaches terminals and CI
+    logs, so then the text shows as its fingerprint."""
+    shown, reason = repr(raw), _first_line(error)
+    if holds_credentials(raw) or holds_credentials(reason):
+        shown, reason = redact(raw), "its text holds credentials, so it is not shown"
+    return ConfigError(
+        f"{path}: cannot resolve {shown} ({reason}); fix: make the interpolation resolvable, "
+        f"or add '{path}' to hydra_cache.exclude"
+    )
+
+
 def _resolve_leaf(node: Node, raw: str, hook: CacheDirHook | None = None) -> tuple[Any, bool]:
     """An interpolated leaf's value, and whether it was plain references to plain values
     (the fast path, which skips OmegaConf's grammar), else OmegaConf resolves it."""
@@ -675,7 +695,7 @@ def _plain_keys(keys: tuple[Any, ...]) -> bool:
     """Whether a container's keys are all plain strings, with no credential-like name and no
     instantiate control (remembered: real configs repeat their shapes)."""
     return all(
-        type(key) is str and key not in INSTANTIATE_CONTROLS and not is_secret_name(key)
+        type(key) is str and key not in INSTANTIATE_CONTROLS and not hides_value(key)
         for key in keys
     )
 
@@ -844,7 +864,7 @@ class _Walker:
             ):
                 sub = content(item)
                 if type(sub) is dict:  # (not None, "???" or an interpolation: walk() below)
-                    hidden = is_secret_name(name)
+                    hidden = hides_value(name)
                     sub_values = None
                     if not hidden and object_type(item) is None:
                         sub_values = plain_leaf_values(sub)
@@ -854,11 +874,12 @@ class _Walker:
                                 self.snapshot.add_container(item, sub)
                                 out[name] = leaves
                                 continue
-                    out[name] = self._walk_container(
-                        item, sub, child_path(path, name), hidden, values=sub_values
-                    )
+                    sub_path = child_path(path, name)
+                    if hidden:
+                        self._note_hidden_name(name, sub_path)
+                    out[name] = self._walk_container(item, sub, sub_path, hidden, values=sub_values)
                     continue
-            if secret or check or raw is NOT_A_LEAF or is_secret_name(name):
+            if secret or check or raw is NOT_A_LEAF or hides_value(name):
                 slow = True
             else:  # the common case, inlined: a plain value of an untouched leaf
                 if kind is str:
@@ -882,7 +903,11 @@ class _Walker:
                     raws_append(raw)
                     out[name] = raw
                     continue
-            found = self.walk(item, child_path(path, name), secret=secret or is_secret_name(name))
+            hidden = secret or hides_value(name)
+            item_path = child_path(path, name)
+            if hidden:
+                self._note_hidden_name(name, item_path)
+            found = self.walk(item, item_path, secret=hidden)
             if found is not _SKIP:
                 out[name] = found
         if renamed:
@@ -999,10 +1024,7 @@ class _Walker:
                 return UNRESOLVED_PER_RUN
             if self.tolerant:
                 return "<unresolvable>"
-            raise ConfigError(
-                f"{path}: cannot resolve {raw!r} ({_first_line(error)}); fix: make the "
-                f"interpolation resolvable, or add '{path}' to hydra_cache.exclude"
-            ) from None
+            raise _unresolvable(path, raw, error) from None
         if not simple:  # not plain references to plain values: follow the whole chain
             origin = origin | chain_origin(node, raw)
         self._note_origin(origin, path)
@@ -1030,9 +1052,14 @@ class _Walker:
                 if _hex_holds_credentials(found["__bytes__"]):
                     self.redacted.append(path)
                 return found
-            return {
-                k: self._containers_in(v, child_path(path, k), hidden) for k, v in found.items()
-            }
+            out: dict[Any, Any] = {}
+            for k, v in found.items():
+                item_path = child_path(path, k)
+                name_hidden = type(k) is str and hides_value(k)
+                if name_hidden:
+                    self._note_hidden_name(k, item_path)
+                out[k] = self._containers_in(v, item_path, hidden or name_hidden)
+            return out
         if isinstance(found, list):
             return [
                 self._containers_in(v, child_path(path, i), hidden) for i, v in enumerate(found)
@@ -1040,6 +1067,12 @@ class _Walker:
         if isinstance(found, str) and self.prefixes:
             return self._string(found, path, hidden)
         return found
+
+    def _note_hidden_name(self, name: str, path: str) -> None:
+        """A key whose name holds credentials is shown as its fingerprint, its value hidden
+        whole (even an empty one: the shown payload must not keep the name)."""
+        if shown_name(name) != name:
+            self.redacted.append(path)
 
     def _note_origin(self, origin: Origin, path: str) -> None:
         if origin.per_run:
