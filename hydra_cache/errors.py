@@ -63,6 +63,15 @@ class ConfigError(HydraCacheError, ValueError):
         return self._split()[2]
 
 
+class EntryError(ConfigError):
+    """A ``${cache_dir:}`` that cannot be resolved; the message starts with its config key.
+
+    A downstream entry that fails because an upstream one did says so once, naming itself and
+    the upstream that failed (``features.cache_dir: upstream data.cache_dir: ...``), not every
+    stage of a chain in between.
+    """
+
+
 def _parts(message: str) -> tuple[str | None, str, str | None]:
     first = message.strip().splitlines()[0] if message.strip() else message
     body, _, fix = first.partition("; fix: ")

@@ -30,7 +30,7 @@ from omegaconf import Container, Node, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
 from hydra_cache import _omegaconf, registry
-from hydra_cache.errors import ConfigError
+from hydra_cache.errors import ConfigError, EntryError
 from hydra_cache.key import (
     Context,
     DerivedKey,
@@ -55,7 +55,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 _MAX_NAMESPACE = 120
 
 
-class CacheDirError(InterpolationResolutionError, ConfigError, CompactHydraException):
+class CacheDirError(InterpolationResolutionError, EntryError, CompactHydraException):
     """A ``${cache_dir:...}`` that cannot be resolved.
 
     It subclasses OmegaConf's ``InterpolationResolutionError`` so OmegaConf passes our one-line
@@ -213,11 +213,20 @@ def cache_dir(*args: Any, _parent_: Container, _node_: Node, _root_: Container) 
         resolved = _resolve(args, _parent_, _root_, config_key)
     except ConfigError as error:
         message = str(error)
-        if not message.startswith(config_key):
+        if isinstance(error, EntryError) and not message.startswith(config_key):
+            message = f"{config_key}: upstream {_failed_entry(message)}"
+        elif not message.startswith(config_key):
             message = f"{config_key}: {message}"
         raise CacheDirError(message) from None
     memo[memo_key] = resolved
     return resolved.path
+
+
+def _failed_entry(message: str) -> str:
+    """An upstream's failure without the stages between it and the entry asked for: a chain of
+    a hundred stages fails in one line, not in a hundred prefixes."""
+    head, upstream, rest = message.partition(": upstream ")
+    return rest if upstream and ": " not in head else message
 
 
 def resolve_all(cfg: Container) -> list[ResolvedCacheDir]:

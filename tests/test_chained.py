@@ -407,7 +407,7 @@ def test_deep_configs_and_long_chains_hash_or_fail_in_one_line(
             body = {"sub": body, "q": level}
         chain[f"s{stage}"] = {**body, "cache_dir": "${cache_dir:}"}
     assert OmegaConf.create(chain).s49.cache_dir.startswith(str(tmp_path))
-    with pytest.raises(CacheDirError, match=r"data is nested too deeply to hash .*; fix: "):
+    with pytest.raises(CacheDirError, match=r"data is too deep to hash .*; fix: "):
         _ = nested(3000).data.cache_dir
 
 
@@ -435,6 +435,10 @@ def test_a_chain_past_the_recursion_limit_fails_at_once_instead_of_retrying(
         "        break\n"
         "else:\n"
         "    print('all resolved')\n"
+        "try:\n"  # as an app meets it: the last stage first, on a config with no memo
+        "    OmegaConf.create(stages).s249.cache_dir\n"
+        "except Exception as error:\n"
+        "    print('last:', str(error))\n"
     )
     env = {**clean_env(), "HYDRA_CACHE_ROOT": str(tmp_path / "root")}
     done = subprocess.run(
@@ -446,4 +450,9 @@ def test_a_chain_past_the_recursion_limit_fails_at_once_instead_of_retrying(
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert "all resolved" in done.stdout or "nested too deeply to hash" in done.stdout, done.stdout
+    assert "all resolved" in done.stdout or "too deep to hash" in done.stdout, done.stdout
+    # One line naming the stage asked for and the one that failed, not every stage between.
+    last = done.stdout.split("last: ", 1)[1]
+    assert last.startswith("s249.cache_dir: upstream s"), last
+    assert last.count(".cache_dir:") == 2 and last.count("\n") == 1, last
+    assert "too deep to hash" in last, last

@@ -133,7 +133,7 @@ YAML_CASES: list[tuple[str, str, Setup | None, str]] = [
         None,
         r"data\.resize: cannot resolve '\$\{nowhere\}'",
     ),
-    ("nested too deeply", deep(700), None, r"(data: nested too deeply|cannot compose)"),
+    ("nested too deeply", deep(700), None, r"(data is too deep to hash|cannot compose)"),
     ("settings not a mapping", BASE + "hydra_cache: 5\n", None, r"hydra_cache must be a mapping"),
     (
         "unknown setting",

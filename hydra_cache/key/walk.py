@@ -53,7 +53,7 @@ from hydra_cache._omegaconf import (
     value,
     value_slots,
 )
-from hydra_cache.errors import ConfigError
+from hydra_cache.errors import ConfigError, EntryError
 from hydra_cache.key.patterns import ExcludeRules
 from hydra_cache.key.payload import (
     KEY_LENGTH,
@@ -454,10 +454,11 @@ def derive(
 
 def _too_deep(name: str) -> ConfigError:
     return ConfigError(
-        f"{name or 'the config'} is nested too deeply to hash (Python's recursion limit, "
-        f"{sys.getrecursionlimit()}, was reached: a config hundreds of levels deep, or a long "
-        "chain of stages each reading the one before); fix: flatten it, add its deep part to "
-        "hydra_cache.exclude, or raise the limit (sys.setrecursionlimit) before the first access"
+        f"{name or 'the config'} is too deep to hash (Python's recursion limit, "
+        f"{sys.getrecursionlimit()}, was reached: by a config nested hundreds of levels deep, or "
+        "by a chain of a hundred or more stages, each reading the one before); fix: flatten it "
+        "or shorten the chain, add its deep part to hydra_cache.exclude, or raise the limit "
+        "(sys.setrecursionlimit) before the first access"
     )
 
 
@@ -1016,8 +1017,9 @@ class _Walker:
                 self.snapshot.add_leaf(node, raw)
                 return _SKIP
             cause = _caused_by(error, CycleError) or _caused_by(error, ConfigError)
-            if cause is not None and not self.tolerant:
-                raise ConfigError(_first_line(cause)) from None
+            if cause is not None and not self.tolerant:  # (an upstream's failure stays one)
+                kind = EntryError if isinstance(cause, EntryError) else ConfigError
+                raise kind(_first_line(cause)) from None
             origin = origin | chain_origin(node, raw)
             if origin.per_run:
                 self.volatile.append(path)
