@@ -176,3 +176,25 @@ def test_plain_leaf_values_reads_val_of_plain_leaves_only() -> None:
         u: bytes = b"x"
 
     assert door.plain_leaf_values(door.content(OmegaConf.structured(WithBytes))) is None
+
+
+def test_plain_group_contents_takes_plain_dictconfigs_of_dicts_only() -> None:
+    @dataclass
+    class Section:
+        x: int = 1
+
+    cfg = OmegaConf.create(
+        {"a": {"x": 1}, "b": {"y": "${a.x}"}, "n": None, "m": "???", "i": "${a}", "l": [1]}
+    )
+    groups = [cfg._get_node("a"), cfg._get_node("b")]
+    found = door.plain_group_contents(groups)
+    assert found is not None and [list(c) for c in found] == [["x"], ["y"]]
+    assert found[0] is door.content(cfg.a)  # the content dicts themselves, not copies
+    # Nodes across groups: plain_leaf_values takes a flat list of them too.
+    assert door.plain_leaf_values([*found[0].values(), *found[1].values()]) == [1, "${a.x}"]
+    for other in ("n", "m", "i", "l"):  # None, missing, an interpolation, a list
+        assert door.plain_group_contents([groups[0], cfg._get_node(other)]) is None, other
+    structured = OmegaConf.create({"s": Section})  # a dataclass joins the key by its class
+    assert door.plain_group_contents([groups[0], structured._get_node("s")]) is None
+    merged = OmegaConf.merge(OmegaConf.create({"p": {"x": 1}}), {"p": {"x": 2}})
+    assert door.plain_group_contents([merged._get_node("p")]) is not None  # object_type dict

@@ -290,6 +290,76 @@ def test_memo_is_never_stale_after_a_change(mutation: str, derive_calls: list[ob
     assert after != before
 
 
+def _groups_config() -> DictConfig:
+    """Sibling groups of plain leaves: the walk decides them at once (``_plain_groups``)."""
+    return OmegaConf.create(
+        {
+            "base": 3,
+            "data": {
+                "g1": {"a": 1, "b": "x"},
+                "g2": {"a": 0.0, "b": "y"},
+                "g3": {"a": 3, "b": "z"},
+                "cache_dir": "${cache_dir:}",
+            },
+        }
+    )
+
+
+@pytest.fixture
+def batched(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Records each batch of sibling groups the walk decided at once (a spy)."""
+    from hydra_cache.key import walk
+
+    decided: list[object] = []
+    real = walk._Walker._plain_groups
+
+    def spying(self: Any, children: Any, values: Any) -> Any:
+        found = real(self, children, values)
+        if found is not None:
+            decided.append(sorted(found))
+        return found
+
+    monkeypatch.setattr(walk._Walker, "_plain_groups", spying)
+    return decided
+
+
+def test_sibling_groups_decided_at_once_are_derived_once(
+    derive_calls: list[object], batched: list[object]
+) -> None:
+    cfg = _groups_config()
+    assert len({cfg.data.cache_dir for _ in range(100)}) == 1
+    assert batched and len(derive_calls) == 1  # the snapshot it took holds on every access
+
+
+@pytest.mark.parametrize(
+    "mutations",
+    [
+        ["c.data.g2.b = 'changed'"],
+        ["c.data.g1.a = True"],  # equal to 1, and not the same value
+        ["c.data.g1.a = 1.0"],
+        ["c.data.g2.a = -0.0"],  # equal to 0.0; JSON tells them apart
+        ["c.data.g3 = {'a': 3, 'b': 'z', 'c': None}"],
+        ["c.data.g3 = {'a': 3, 'b': 'z'}", "c.data.g3.a = 4"],  # a replaced group, then changed
+        ["c.data.g2.new = 1"],
+        ["del c.data.g2['b']"],
+        ["c.data.g1.b = '${base}'", "c.base = 5"],
+        ["c.data.g4 = {'a': 4}"],
+        ["c.data.g2['z'] = c.data.g2._get_node('b')", "del c.data.g2['b']"],  # a moved node
+    ],
+)
+def test_memo_of_sibling_groups_decided_at_once_is_never_stale(
+    mutations: list[str], derive_calls: list[object], batched: list[object]
+) -> None:
+    cfg = _groups_config()
+    before = cfg.data.cache_dir
+    assert batched == [["g1", "g2", "g3"]]  # the path under test was taken
+    for mutation in mutations:  # each step: the key a config with no memo at all has
+        exec(mutation, {"c": cfg})
+        fresh = OmegaConf.create(OmegaConf.to_container(cfg))
+        assert cfg.data.cache_dir == fresh.data.cache_dir, mutation
+    assert cfg.data.cache_dir != before
+
+
 def test_memo_is_per_config_object(derive_calls: list[object]) -> None:
     one, two = _memo_config(), _memo_config()
     two.data.a = 5

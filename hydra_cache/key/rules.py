@@ -175,12 +175,13 @@ def holds_credentials(value: str) -> bool:
 
 
 def joined_holds_credentials(text: str) -> bool:
-    """:func:`holds_credentials` for the joined strings of one container (the key walk's fast
-    path), remembered apart so that these never push single strings out of their memo."""
+    """:func:`holds_credentials` for the joined strings of one container, or of many sibling
+    ones (the key walk's fast paths), remembered apart so that these never push single strings
+    out of their memo; a few long ones (a large node's strings) are remembered too."""
     if len(text) < MIN_CREDENTIAL_LENGTH:
         return False
     if len(text) > _REMEMBERED_LENGTH:
-        return _search(text)
+        return _search(text) if len(text) > _REMEMBERED_JOINED else _long_holds_credentials(text)
     return _joined_holds_credentials(text)
 
 
@@ -203,6 +204,8 @@ def hides_value(name: str) -> bool:
 #: each change meets the same upstream paths again, and one scan costs as much as checking a
 #: hundred leaves.
 _REMEMBERED_LENGTH = 4096
+#: Longer joined strings are remembered up to this length, a few at a time (16 MiB at most).
+_REMEMBERED_JOINED = 1 << 20
 
 
 def _search(value: str) -> bool:
@@ -212,6 +215,7 @@ def _search(value: str) -> bool:
 #: Two memos of one scan: a container's joined strings never push single ones out.
 _holds_credentials = functools.lru_cache(maxsize=4096)(_search)
 _joined_holds_credentials = functools.lru_cache(maxsize=2048)(_search)
+_long_holds_credentials = functools.lru_cache(maxsize=16)(_search)
 
 
 @dataclass(frozen=True)
