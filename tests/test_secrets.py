@@ -13,8 +13,11 @@ import json
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import clean_env, run_probe, write_config
 from test_explain import cli
@@ -233,6 +236,134 @@ def test_the_length_shortcut_never_skips_a_credential_shape() -> None:
     assert shortest >= rules.MIN_CREDENTIAL_LENGTH
     for text in ("pwd=x", "-u a:b", "?key=x"):
         assert rules.holds_credentials(text), text
+
+
+def _needs_a_trigger(items: Any, triggers: tuple[str, ...]) -> bool:
+    """Whether matching the parsed pattern ``items`` needs the (lowercased, ASCII) text to
+    hold one of ``triggers``: some run of literal text the match must contain (with small
+    character classes and alternations of words expanded) holds a trigger in every form."""
+    runs = {""}
+
+    def extend(suffixes: Any) -> None:
+        grown = {run + suffix for run in runs for suffix in suffixes}
+        runs.clear()
+        runs.update(grown)
+
+    def settle() -> bool:
+        done = runs != {""} and all(any(t in run for t in triggers) for run in runs)
+        runs.clear()
+        runs.add("")
+        return done
+
+    def spelled(sequence: Any) -> set[str] | None:
+        """Every text a sequence of literals, small classes and alternations of such can
+        match (else None: it can match more than a few fixed texts)."""
+        found = {""}
+        for op, arg in sequence:
+            kind = str(op)
+            if kind == "LITERAL":
+                options: set[str] | None = {chr(arg).lower()}
+            elif kind == "IN" and all(str(o) == "LITERAL" for o, _ in arg) and len(arg) <= 8:
+                options = {chr(code).lower() for _, code in arg}
+            elif kind == "BRANCH":
+                options = words(arg[1])
+            else:
+                return None
+            if options is None:
+                return None
+            found = {text + option for text in found for option in options}
+        return found
+
+    def words(sub: Any) -> set[str] | None:
+        """The texts an alternation can match, when each alternative is spelled out."""
+        found: set[str] = set()
+        for alternative in sub:
+            texts = spelled(alternative)
+            if texts is None:
+                return None
+            found |= texts
+        return found
+
+    for op, arg in items:
+        kind = str(op)
+        if kind == "LITERAL":
+            extend([chr(arg).lower()])
+        elif kind == "AT":
+            continue  # \b and ^ take no text
+        elif kind == "IN" and all(str(o) == "LITERAL" for o, _ in arg) and len(arg) <= 8:
+            extend({chr(code).lower() for _, code in arg})
+        elif kind == "SUBPATTERN":
+            inner = list(arg[-1])
+            branch = inner[0][1][1] if len(inner) == 1 and str(inner[0][0]) == "BRANCH" else None
+            options = words(branch) if branch is not None else None
+            if options is not None:
+                extend(options)
+                continue
+            if settle():
+                return True
+            if branch is not None and all(_needs_a_trigger(alt, triggers) for alt in branch):
+                return True
+            if branch is None and _needs_a_trigger(inner, triggers):
+                return True
+        elif kind in {"MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"}:
+            low, _high, sub = arg
+            if settle():
+                return True
+            if low >= 1 and _needs_a_trigger(list(sub), triggers):
+                return True
+        elif kind == "BRANCH":
+            options = words(arg[1])
+            if options is not None:
+                extend(options)
+                continue
+            if settle():
+                return True
+            if all(_needs_a_trigger(alt, triggers) for alt in arg[1]):
+                return True
+        elif settle():
+            return True
+    return settle()
+
+
+def test_every_credential_shape_needs_a_trigger_the_screen_looks_for() -> None:
+    """The screen before the pattern (``rules._TRIGGERS``) may only skip text that cannot
+    match: derived from the parsed pattern, each alternative needs a trigger; and the screened
+    search agrees with the bare pattern on generated text built from the pattern's pieces."""
+    import importlib
+
+    from hydra_cache.key import rules
+
+    parser = getattr(re, "_parser", None) or importlib.import_module("sre_parse")
+    parsed = list(parser.parse(rules._SECRET_VALUE.pattern, rules._SECRET_VALUE.flags))
+    assert len(parsed) == 1 and str(parsed[0][0]) == "BRANCH"
+    alternatives = parsed[0][1][1]
+    assert len(alternatives) >= 17
+    for alternative in alternatives:
+        assert _needs_a_trigger(list(alternative), rules._TRIGGERS), alternative
+    # The derivation itself can fail: without ':' and '=' the password shapes need none.
+    assert not all(
+        _needs_a_trigger(list(alternative), tuple(t for t in rules._TRIGGERS if t not in ":="))
+        for alternative in alternatives
+    )
+
+
+pieces = st.sampled_from(
+    ["://", "@", ":", "=", "?", "&", " ", "\n", "-u ", "--user ", "Bearer ", "BASIC ", "token",
+     "TOKEN", "digest ", "Authorization", "password", "PassWord", "api_key", "x-api-key",
+     "-----BEGIN PRIVATE KEY-----", "sk-", "sk_live_", "PK_", "ghp_", "GHO_", "hf_", "xoxb-",
+     "AKIA", "eyJ", "hooks.slack.com/services/", "X-Goog-Api-Key", "cookie", "session", "sig",
+     "abcdefghijklmnopqrstuvwxyz0123", "ABCDEFGHIJKLMNOP", "user", "host.example", "/", ".",
+     "\u212a", "\u017f"]  # the Kelvin sign and long s: non-ASCII letters the pattern folds
+)  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(pieces, st.text(max_size=4)), max_size=12))
+def test_property_the_screened_search_agrees_with_the_pattern(parts: list[str]) -> None:
+    from hydra_cache.key import rules
+
+    text = "".join(parts)
+    assert rules._search(text) == (rules._SECRET_VALUE.search(text) is not None), text
 
 
 def test_an_error_about_a_value_that_holds_credentials_does_not_print_them(
