@@ -167,7 +167,34 @@ def bench_derivation(leaves: int, interpolations: bool, repeat: int) -> list[Row
     floor_row = row("floor: json+sha256 of a plain dict", floor, "")
     floor_row.notes = "how far from the floor"
     rows.append(floor_row)
+    if leaves == 5000:
+
+        def first_derivation() -> object:
+            forget_memos()
+            return derive(cfg, ["data"], context=context)
+
+        first, theirs = paired_times(first_derivation, to_container_json, repeat=repeat)
+        rows.append(
+            Row(
+                f"{label}, as first derived in a process (every memo cleared)",
+                first,
+                "to_container+json+sha256",
+                theirs,
+                notes="the rows above derive the same config again, as a sweep worker does",
+            )
+        )
     return rows
+
+
+def forget_memos() -> None:
+    """Clear the key code's memos of strings and names (what a new process starts without)."""
+    from hydra_cache.key import refs, rules, walk
+
+    for module in (refs, rules, walk):
+        for name in dir(module):
+            clear = getattr(getattr(module, name), "cache_clear", None)
+            if clear is not None:
+                clear()
 
 
 def bench_chain(root: Path, leaves: int, depth: int, repeat: int) -> list[Row]:

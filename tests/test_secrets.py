@@ -382,3 +382,15 @@ def test_an_error_about_a_value_that_holds_credentials_does_not_print_them(
     assert keys.returncode != 0
     assert "data.mirror: cannot resolve <redacted:" in keys.stderr, keys.stderr
     assert not canaries(keys.stdout + keys.stderr), keys.stderr
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["pass", "word", "secret", "api", "key", "cred", "s", "x", "_"])))
+def test_property_one_scan_finds_a_credential_fragment_as_each_test_would(
+    parts: list[str],
+) -> None:
+    from hydra_cache.key import rules
+
+    squashed = "".join(parts)
+    found = rules._ANY_FRAGMENT.search(squashed) is not None
+    assert found == any(fragment in squashed for fragment in rules._SECRET_FRAGMENTS)

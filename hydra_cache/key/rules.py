@@ -90,6 +90,8 @@ _SECRET_FRAGMENTS = (
     "keyfile",
     "jwt",
 )
+#: Any of them, in one scan (a new process asks this of every key name it hashes once).
+_ANY_FRAGMENT = re.compile("|".join(map(re.escape, _SECRET_FRAGMENTS)))
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _WORD_SPLIT = re.compile(r"[^a-z0-9]+")
 
@@ -146,14 +148,14 @@ def is_secret_name(name: str) -> bool:
     """Whether a config key's name looks like it holds a credential."""
     spaced = _CAMEL.sub("_", name).lower()
     words = _WORD_SPLIT.split(spaced)
-    if "tokens" in words and _TOKEN_OWNERS.intersection(words):
+    if "tokens" in words and not _TOKEN_OWNERS.isdisjoint(words):
         return True
-    if ("token" in words or "tokens" in words) and _VOCABULARY.intersection(words):
+    if ("token" in words or "tokens" in words) and not _VOCABULARY.isdisjoint(words):
         return False
-    if any(word in _SECRET_WORDS for word in words):
+    if not _SECRET_WORDS.isdisjoint(words):
         return True
     squashed = "".join(words)
-    return squashed.endswith("token") or any(frag in squashed for frag in _SECRET_FRAGMENTS)
+    return squashed.endswith("token") or _ANY_FRAGMENT.search(squashed) is not None
 
 
 #: The shortest text any credential shape below can match (``pwd=x``; pinned by a test that
