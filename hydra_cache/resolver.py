@@ -41,7 +41,9 @@ from hydra_cache.key import (
     all_keys,
     derive,
     enter_entry,
+    holds_credentials,
     read_node,
+    redact,
     with_extra,
 )
 from hydra_cache.key.walk import holds_path, is_deriving, string_values
@@ -516,8 +518,12 @@ def _check_exclude(root: Container, rules: ExcludeRules) -> None:
         return
     for pattern, close in rules.unmatched(all_keys(root)):
         hint = f"did you mean {close}?" if close else "name a key of the composed config"
+        shown = repr(pattern)
+        if holds_credentials(pattern):  # a key named by its credentials: not in the output
+            shown = redact(pattern)
+            hint = "a key whose name holds credentials is matched by a wildcard (a.*)"
         raise ConfigError(
-            f"hydra_cache.exclude: {pattern!r} matches no key of the config, so nothing is "
+            f"hydra_cache.exclude: {shown} matches no key of the config, so nothing is "
             f"excluded; fix: {hint} (patterns: a.b, a.0.b or a[0].b, * for one key, ** for any)"
         )
     checked.add(rules.patterns)

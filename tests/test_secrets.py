@@ -394,3 +394,34 @@ def test_property_one_scan_finds_a_credential_fragment_as_each_test_would(
     squashed = "".join(parts)
     found = rules._ANY_FRAGMENT.search(squashed) is not None
     assert found == any(fragment in squashed for fragment in rules._SECRET_FRAGMENTS)
+
+
+def test_a_key_named_by_its_credentials_is_excluded_by_a_wildcard_never_echoed(
+    tmp_path: Path,
+) -> None:
+    """``exclude`` matches the name as it is shown (its fingerprint), so a wildcard takes it;
+    a pattern that spells the credentials out is an error that does not repeat them."""
+    body = (
+        "data:\n  cache_dir: ${cache_dir:}\n  size: 2\n"
+        "  mirrors: {'https://u:CANARY67pw@m.example/d': 3, plain: 1}\n"
+    )
+    keys = {}
+    for name, exclude in (("all", "[]"), ("wild", "[data.mirrors.*]"), ("other", "[data.size]")):
+        conf = write_config(
+            tmp_path / name, {"config.yaml": f"hydra_cache: {{exclude: {exclude}}}\n{body}"}
+        )
+        done = cli(tmp_path, "keys", "-cd", str(conf), "--format", "json", root=tmp_path / "r")
+        assert done.returncode == 0, done.stderr
+        assert not canaries(done.stdout + done.stderr)
+        keys[name] = json.loads(done.stdout)[0]["key"]
+    spelled = write_config(
+        tmp_path / "spelled",
+        {
+            "config.yaml": "hydra_cache: {exclude: ['data.mirrors.https://u:CANARY67pw@m.example/d']}\n"
+            + body
+        },
+    )
+    done = cli(tmp_path, "keys", "-cd", str(spelled), root=tmp_path / "r")
+    assert done.returncode != 0 and "matches no key" in done.stderr, done.stderr
+    assert "matched by a wildcard" in done.stderr and not canaries(done.stderr), done.stderr
+    assert len(set(keys.values())) == 3, keys  # the wildcard excluded the mirrors, not nothing
