@@ -414,6 +414,7 @@ sibling_groups = st.dictionaries(
     st.one_of(
         st.dictionaries(names, leaves, min_size=1, max_size=4),
         st.dictionaries(st.one_of(names, tricky_names), st.one_of(leaves, tricky_leaves)),
+        st.lists(leaves, min_size=1, max_size=3),
         leaves,
     ),
     min_size=2,

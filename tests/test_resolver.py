@@ -299,6 +299,7 @@ def _groups_config() -> DictConfig:
                 "g1": {"a": 1, "b": "x"},
                 "g2": {"a": 0.0, "b": "y"},
                 "g3": {"a": 3, "b": "z"},
+                "l": [1, 2],  # a list among the groups goes its own way
                 "cache_dir": "${cache_dir:}",
             },
         }
@@ -344,6 +345,7 @@ def test_sibling_groups_decided_at_once_are_derived_once(
         ["del c.data.g2['b']"],
         ["c.data.g1.b = '${base}'", "c.base = 5"],
         ["c.data.g4 = {'a': 4}"],
+        ["c.data.l[1] = 3"],
         ["c.data.g2['z'] = c.data.g2._get_node('b')", "del c.data.g2['b']"],  # a moved node
     ],
 )

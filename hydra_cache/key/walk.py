@@ -963,7 +963,11 @@ class _Walker:
         ``data`` node of a hundred small sections costs a few C-level passes instead of a
         hundred rounds of them.
         """
-        names = [name for name, raw in zip(children, values) if raw is NOT_A_LEAF]
+        names = [  # (a list among them goes its own way, in the loop)
+            name
+            for (name, item), raw in zip(children.items(), values)
+            if raw is NOT_A_LEAF and type(item) is DictConfig
+        ]
         if len(names) < 2:
             return None
         # A cheap probe first: where one group needs the loop, others likely do too.
