@@ -283,6 +283,17 @@ class Snapshot:
         self.nodes.append(node)
         self.raws.append(raw)
 
+    def _aligned(self) -> bool:
+        """Whether the flat lists pair up as the passes below pair them: each pass stops at
+        the shorter list, so a recorder that added a container's dict without its children
+        would leave nodes unchecked. Such a snapshot is never trusted."""
+        return (
+            len(self.children) == len(self.keys) == sum(map(len, self.dicts))
+            and len(self.list_children) == sum(map(len, self.lists))
+            and len(self.nodes) == len(self.raws)
+            and len(self.containers) == len(self.contents) == len(self.sizes)
+        )
+
     def is_current(self, identity: Identity) -> bool:
         """Whether every node read is still the same object holding the same raw value (each
         pass is one C-level comparison over a flat list), and every interpolation still
@@ -292,6 +303,9 @@ class Snapshot:
         if not all(map(operator.is_, contents_of(self.containers), self.contents)):
             return False
         if list(map(len, self.contents)) != self.sizes:  # keeps the flat lists aligned
+            return False
+        if self._slots is None and not self._aligned():  # (once: the recorders' bookkeeping)
+            self.exact = False
             return False
         if not all(
             map(operator.is_, chain.from_iterable(map(dict.values, self.dicts)), self.children)
