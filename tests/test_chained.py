@@ -456,3 +456,55 @@ def test_a_chain_past_the_recursion_limit_fails_at_once_instead_of_retrying(
     assert last.startswith("s249.cache_dir: upstream s"), last
     assert last.count(".cache_dir:") == 2 and last.count("\n") == 1, last
     assert "too deep to hash" in last, last
+
+
+_ORDER_PROBE = """
+import json, sys
+from omegaconf import OmegaConf
+from hydra_cache.resolver import register
+from hydra_cache.key import walk
+register()
+shortcuts, first, up_path, layout = sys.argv[1:5]
+walk.SHORTCUTS = shortcuts == "on"
+data = {"a_src": "${up.cache_dir}"}
+if layout == "groups":  # sibling groups, decided at once by the fast path
+    data.update({"g1": {"p": up_path + "/arrays.npz"}, "g2": {"x": 1}})
+else:  # the same string as a leaf after the interpolation
+    data.update({"p": up_path + "/arrays.npz", "g2": {"x": 1}})
+data["cache_dir"] = "${cache_dir:}"
+cfg = OmegaConf.create({"up": {"n": 1, "cache_dir": "${cache_dir:}"}, "data": data})
+if first == "up":
+    cfg.up.cache_dir
+print(json.dumps(cfg.data.cache_dir))
+"""
+
+
+def test_a_key_does_not_depend_on_which_entry_a_process_derived_first(tmp_path: Path) -> None:
+    """A string holding an upstream's path joins as the upstream's digest even when that
+    upstream's root becomes known only halfway through the walk (the upstream is met through
+    an earlier sibling). Found by an attack: `data` first gave another key than `up` first, so
+    the app built an entry that `hydra-cache keys` called a miss."""
+    work = tmp_path / "work"  # the root is neither under $HOME nor under the launch dir
+    work.mkdir()
+    env = {**clean_env(), "HYDRA_CACHE_ROOT": str(tmp_path / "root"), "HOME": str(work)}
+
+    def key(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", _ORDER_PROBE, *args],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return str(json.loads(done.stdout))
+
+    up = OmegaConf.create({"up": {"n": 1, "cache_dir": "${cache_dir:}"}})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HYDRA_CACHE_ROOT", str(tmp_path / "root"))
+        register()
+        up_path = up.up.cache_dir
+    for layout in ("groups", "leaf"):
+        found = {key(s, first, up_path, layout) for s in ("on", "off") for first in ("data", "up")}
+        assert len(found) == 1, (layout, found)

@@ -444,24 +444,13 @@ def derive(
                 f"hashes, so its key would ignore every value in it; fix: exclude only the "
                 f"keys inside {name} that do not change the entry"
             )
-    walker = _Walker(context, own=identity or tuple(names))
-    walker.root = root
-    hashed: dict[str, Any] = {}
-    with deriving(walker.own):
-        for item in nodes:
-            name, node = item if isinstance(item, tuple) else (item, walker.locate(root, item))
-            try:
-                walked = walker.walk(node, name)
-            except RecursionError:
-                raise _too_deep(name) from None
-            hashed[name or "."] = None if walked is _SKIP else walked
-            if walked in ({}, []) and walker.excluded_any:
-                raise ConfigError(
-                    f"hydra_cache.exclude: {', '.join(map(repr, context.exclude.patterns))} "
-                    f"leave nothing of {name or 'the config'} in its key, so every value there "
-                    f"would share one entry; fix: exclude only the keys inside {name or '.'} "
-                    "that do not change the entry"
-                )
+    walker, hashed = _walk_nodes(root, nodes, context, identity or tuple(names))
+    known = context.known
+    if known is not None and known.roots is not walker.roots_at_start:
+        # An upstream met on the way made a new root known: strings walked before that were
+        # not looked at for its paths. Walk again, with every root known from the start, so
+        # the key never depends on which entry a process happened to derive first.
+        walker, hashed = _walk_nodes(root, nodes, context, identity or tuple(names))
     payload: dict[str, Any] = {"schema": SCHEMA_VERSION, "salt": context.salt, "nodes": hashed}
     if walker.types:
         payload["types"] = walker.types
@@ -481,6 +470,34 @@ def derive(
         machine_specific=tuple(walker.machine_specific),
         watched={k: tuple(v) for k, v in walker.watched.items()},
     )
+
+
+def _walk_nodes(
+    root: Container,
+    nodes: Sequence[str | tuple[str, Node]],
+    context: Context,
+    own: Identity,
+) -> tuple[_Walker, dict[str, Any]]:
+    """One walk of the hashed nodes: the walker (what it noticed) and their payloads."""
+    walker = _Walker(context, own=own)
+    walker.root = root
+    hashed: dict[str, Any] = {}
+    with deriving(walker.own):
+        for item in nodes:
+            name, node = item if isinstance(item, tuple) else (item, walker.locate(root, item))
+            try:
+                walked = walker.walk(node, name)
+            except RecursionError:
+                raise _too_deep(name) from None
+            hashed[name or "."] = None if walked is _SKIP else walked
+            if walked in ({}, []) and walker.excluded_any:
+                raise ConfigError(
+                    f"hydra_cache.exclude: {', '.join(map(repr, context.exclude.patterns))} "
+                    f"leave nothing of {name or 'the config'} in its key, so every value there "
+                    f"would share one entry; fix: exclude only the keys inside {name or '.'} "
+                    "that do not change the entry"
+                )
+    return walker, hashed
 
 
 def _too_deep(name: str) -> ConfigError:
@@ -767,6 +784,8 @@ class _Walker:
         self.watched: dict[str, list[str]] = {}
         self.snapshot = Snapshot(hook=context.cache_dir_of)
         self._refresh_prefixes()
+        #: The roots known when this walk began (a new one met on the way: walk again).
+        self.roots_at_start = self._roots_seen
 
     def _refresh_prefixes(self) -> None:
         """Prefixes that make a string leaf worth a closer look; none: the fast path stays.
