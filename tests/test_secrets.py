@@ -78,6 +78,13 @@ SHAPES: dict[str, str] = {
     "curl_cmd": "curl -u bob:CANARY56pw https://x.example",
     "connect": "password=CANARY57",
     "dsn_text": "host=db secret_key: CANARY58",
+    # Found by a stranger's attack: token formats of other providers.
+    "gh_fine": "github_pat_11CANARY68abcdefghijkl_mnopqrstuvwxyz",
+    "gitlab_pat": "glpat-CANARY69abcdefghijkl",
+    "pypi_upload": "pypi-AgEICANARY70abcdefghijklmnop",
+    "google": "AIzaCANARY71abcdefghijklmnopqrstuvwxyz",
+    "npm_publish": "npm_CANARY72abcdefghijklmnopqrstuvwxyz",
+    "slack_app": "xapp-1-CANARY73-0123456789-abcdef",
 }
 
 
@@ -425,3 +432,32 @@ def test_a_key_named_by_its_credentials_is_excluded_by_a_wildcard_never_echoed(
     assert done.returncode != 0 and "matches no key" in done.stderr, done.stderr
     assert "matched by a wildcard" in done.stderr and not canaries(done.stderr), done.stderr
     assert len(set(keys.values())) == 3, keys  # the wildcard excluded the mirrors, not nothing
+
+
+def test_credentials_in_resolver_results_and_named_nodes_are_hidden_without_path_prefixes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by an attack: with no path worth a look (HOME=/ and launched from /, as in a
+    container), a resolver's list result was never scanned; and a node named in the
+    resolver's arguments (`${cache_dir:.,creds.password}`) was not a secret by its name."""
+    from omegaconf import OmegaConf
+
+    from hydra_cache.key import derive
+    from hydra_cache.key.walk import Context
+
+    url = "https://alice:CANARY74pw@mirror.example.com/x"
+    cfg = OmegaConf.create(
+        {
+            "src": {url: 1},
+            "creds": {"password": "CANARY75", "api_key": "CANARY76"},
+            "data": {
+                "keys": "${oc.dict.keys:src}",
+                "decoded": "${oc.decode:'[\"" + url + "\"]'}",
+                "n": 1,
+            },
+        }
+    )
+    derived = derive(cfg, ["data", "creds.password", "creds"], context=Context(known=None))
+    shown = json.dumps(derived.redacted_payload())
+    assert not canaries(shown), shown
+    assert {"data.keys[0]", "data.decoded[0]", "creds.password"} <= derived.redacted_paths

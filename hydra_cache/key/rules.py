@@ -111,6 +111,12 @@ _SECRET_VALUE = re.compile(
     | -----BEGIN[ A-Z]{0,40}PRIVATE\ KEY-----
     | \b(?:sk|pk|rk)[-_](?:live|test|proj)?[-_]?[A-Za-z0-9]{16,}  # provider API keys
     | \bgh[pousr]_[A-Za-z0-9]{20,}
+    | \bgithub_pat_[A-Za-z0-9_]{20,}                               # fine-grained GitHub
+    | \bglpat-[A-Za-z0-9_-]{20,}                                   # GitLab
+    | \bpypi-[A-Za-z0-9_-]{20,}
+    | \bAIza[0-9A-Za-z_-]{30,}                                     # Google API keys
+    | \bnpm_[A-Za-z0-9]{30,}
+    | \bxapp-[A-Za-z0-9-]{10,}                                     # Slack app tokens
     | \bhf_[A-Za-z0-9]{20,}
     | hooks\.slack\.com/services/
     | \b(?:private-token|x-goog-api-key|x-auth-token|x-access-token|proxy-authorization)\b
@@ -235,6 +241,12 @@ _TRIGGERS = (
     "ghs_",
     "ghr_",
     "hf_",
+    "github_pat_",
+    "glpat-",
+    "pypi-",
+    "aiza",
+    "npm_",
+    "xapp-",
     "hooks.slack.com/services/",
     "x-goog-api-key",
     "xox",

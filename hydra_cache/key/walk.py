@@ -485,8 +485,10 @@ def _walk_nodes(
     with deriving(walker.own):
         for item in nodes:
             name, node = item if isinstance(item, tuple) else (item, walker.locate(root, item))
+            # A node named in ${cache_dir:...}'s arguments is a secret by its own name too.
+            secret = any(hides_value(part) for part in split_key(name)) if name else False
             try:
-                walked = walker.walk(node, name)
+                walked = walker.walk(node, name, secret=secret)
             except RecursionError:
                 raise _too_deep(name) from None
             hashed[name or "."] = None if walked is _SKIP else walked
@@ -1162,8 +1164,11 @@ class _Walker:
             return [
                 self._containers_in(v, child_path(path, i), hidden) for i, v in enumerate(found)
             ]
-        if isinstance(found, str) and self.prefixes:
-            return self._string(found, path, hidden)
+        if isinstance(found, str):
+            if self.prefixes:
+                return self._string(found, path, hidden)
+            if hidden or holds_credentials(found):  # (what _string would have noticed)
+                self.redacted.append(path)
         return found
 
     def _note_hidden_name(self, name: str, path: str) -> None:
