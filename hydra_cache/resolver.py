@@ -44,6 +44,7 @@ from hydra_cache.key import (
     holds_credentials,
     read_node,
     redact,
+    scrub,
     with_extra,
 )
 from hydra_cache.key.walk import holds_path, is_deriving, string_values
@@ -202,6 +203,7 @@ def cache_dir(*args: Any, _parent_: Container, _node_: Node, _root_: Container) 
             enter_entry(known.identity, known.config_key)
         else:
             config_key = _omegaconf.full_key(_node_) or RESOLVER_NAME
+            _refuse_credential_names(config_key, args)
             try:
                 identity = _hashed_nodes(args, _omegaconf.full_key(_parent_))
             except ConfigError as error:
@@ -211,6 +213,7 @@ def cache_dir(*args: Any, _parent_: Container, _node_: Node, _root_: Container) 
         registry.remember_config(known.path, _root_)
         return str(known.path)
     config_key = _omegaconf.full_key(_node_) or RESOLVER_NAME
+    _refuse_credential_names(config_key, args)
     try:
         resolved = _resolve(args, _parent_, _root_, config_key)
     except ConfigError as error:
@@ -222,6 +225,19 @@ def cache_dir(*args: Any, _parent_: Container, _node_: Node, _root_: Container) 
         raise CacheDirError(message) from None
     memo[memo_key] = resolved
     return resolved.path
+
+
+def _refuse_credential_names(config_key: str, args: tuple[Any, ...]) -> None:
+    """A cache dir held by, or hashing, a node whose name holds credentials is refused: the
+    name would become the entry's namespace and folder, and be written in clear wherever the
+    entry is named. The error names it by its fingerprint."""
+    for name in (config_key, *args):
+        if holds_credentials(name):
+            raise CacheDirError(
+                f"{scrub(config_key)}: {scrub(name)} names a config key whose name holds "
+                "credentials, which would become the entry's folder name and be written in "
+                "clear; fix: rename that node"
+            )
 
 
 def _failed_entry(message: str) -> str:
@@ -548,6 +564,11 @@ def _inputs_outside(
     hashed value holds that path (directly, through interpolations, or resolved)."""
     by_key: dict[str, str] = {}
     for key in settings.inputs:
+        if holds_credentials(key):  # (it would be written as the input's name)
+            raise ConfigError(
+                f"hydra_cache.inputs: {redact(key)} names a key whose name holds credentials, "
+                "which would be written in clear as the input's name; fix: rename that node"
+            )
         try:
             found = OmegaConf.select(root, key, throw_on_missing=True)
         except Exception as error:

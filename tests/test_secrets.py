@@ -461,3 +461,24 @@ def test_credentials_in_resolver_results_and_named_nodes_are_hidden_without_path
     shown = json.dumps(derived.redacted_payload())
     assert not canaries(shown), shown
     assert {"data.keys[0]", "data.decoded[0]", "creds.password"} <= derived.redacted_paths
+
+
+@pytest.mark.parametrize(
+    "config",
+    [  # found by a stranger's attack: each put the token in folder names, metadata and logs
+        "mirrors:\n  ghp_CANARY77abcdefghijklmnopqrstuv: {a: 1, cache_dir: '${cache_dir:}'}\n",
+        "data:\n  ghp_CANARY78abcdefghijklmnopqrstuv: {a: 1}\n"
+        "  cache_dir: '${cache_dir:.,data.ghp_CANARY78abcdefghijklmnopqrstuv}'\n",
+        "hydra_cache: {inputs: [data.ghp_CANARY79abcdefghijklmnopqrstuv]}\n"
+        "data:\n  ghp_CANARY79abcdefghijklmnopqrstuv: /tmp\n  cache_dir: '${cache_dir:}'\n",
+    ],
+    ids=["holder", "argument", "input"],
+)
+def test_a_node_whose_name_holds_credentials_cannot_name_an_entry(
+    tmp_path: Path, config: str
+) -> None:
+    conf = write_config(tmp_path / "conf", {"config.yaml": config})
+    done = cli(tmp_path, "keys", "-cd", str(conf), root=tmp_path / "root")
+    assert done.returncode != 0, done.stdout
+    assert "whose name holds credentials" in done.stderr and "<redacted:" in done.stderr
+    assert done.stderr.count("\n") == 1 and not canaries(done.stdout + done.stderr), done.stderr

@@ -21,7 +21,14 @@ from hydra_cache.key.payload import (
     canonical_json,
     digest_of,
 )
-from hydra_cache.key.rules import REDACTED, holds_credentials, is_redacted, is_secret_name, redact
+from hydra_cache.key.rules import (
+    REDACTED,
+    holds_credentials,
+    is_redacted,
+    is_secret_name,
+    redact,
+    scrub,
+)
 from hydra_cache.key.walk import (
     ALWAYS_EXCLUDED,
     Context,
@@ -67,6 +74,7 @@ __all__ = [
     "is_redacted",
     "is_secret_name",
     "redact",
+    "scrub",
     "leaf_diff",
     "payload_leaves",
     "read_node",

@@ -193,6 +193,14 @@ def joined_holds_credentials(text: str) -> bool:
     return _joined_holds_credentials(text)
 
 
+def scrub(text: str) -> str:
+    """A text with every credential in it replaced by its fingerprint: a dotted key or a line
+    that names a key whose name holds credentials (``mirrors.<redacted:1a2b3c4d>.cache_dir``)."""
+    if not holds_credentials(text):
+        return text
+    return _SECRET_VALUE.sub(lambda found: redact(found.group()), text)
+
+
 @functools.lru_cache(maxsize=8192)
 def shown_name(name: str) -> str:
     """A config key's name as it may be shown: its redaction fingerprint when the name itself
