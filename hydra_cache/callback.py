@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from hydra_cache import manifest, registry
 from hydra_cache.errors import ConfigError
 from hydra_cache.explain import explain
+from hydra_cache.key import shown_overrides
 from hydra_cache.resolver import ResolvedCacheDir, resolve_all
 from hydra_cache.store.entry import CacheEntry, warn_if_under_keyed
 from hydra_cache.store.liveness import iso_time
@@ -90,7 +91,7 @@ class ManifestCallback(Callback):
             "job": {
                 "name": str(hydra.job.name),
                 "num": OmegaConf.select(hydra, "job.num"),
-                "overrides": _shown_overrides(OmegaConf.select(hydra, "overrides.task") or []),
+                "overrides": shown_overrides(OmegaConf.select(hydra, "overrides.task") or []),
                 "output_dir": output_dir,
             },
             "started": iso_time(time.time()),
@@ -190,20 +191,3 @@ class ManifestCallback(Callback):
 def _warn_if_under_keyed(record: dict[str, Any]) -> None:
     """A hit at job start on an entry whose build read values outside its key."""
     warn_if_under_keyed(Path(record["path"]), record["config_key"])
-
-
-def _shown_overrides(overrides: list[str]) -> list[str]:
-    """The job's overrides as they may be written down: a secret one (by its key's name or its
-    value) keeps its key and loses its value."""
-    from hydra_cache.key import holds_credentials, is_secret_name, redact
-
-    shown = []
-    for override in overrides:
-        key, equals, value = str(override).partition("=")
-        name = key.lstrip("+~").rsplit(".", 1)[-1]
-        secret = is_secret_name(name) or holds_credentials(value) or "oc.env" in value
-        if holds_credentials(key):  # a key that holds credentials itself: neither is shown
-            shown.append(f"{redact(key)}={redact(value)}" if equals else redact(key))
-            continue
-        shown.append(f"{key}={redact(value)}" if equals and secret else str(override))
-    return shown

@@ -167,10 +167,18 @@ def test_no_secret_shape_reaches_any_file_log_or_output(tmp_path: Path) -> None:
     assert why.returncode == 0, why.stderr
     assert "data.password: changed (secret)" in why.stdout, why.stdout
     outputs += [why.stdout, why.stderr]
+    sweep = ["data.size=3,4", "+data.mirrors.ghp_CANARY80abcdefghijklmnopqrstuv=1"]
+    sweep.append("data.password=CANARY81")  # the CLI prints a sweep's jobs by their overrides
     for form in ("json", "text"):
         keys = cli(tmp_path, "keys", "-cd", str(conf), "--format", form, root=root, **ENV)
         assert keys.returncode == 0, keys.stderr
         outputs += [keys.stdout, keys.stderr]
+        swept = cli(tmp_path, "keys", "-cd", str(conf), "--format", form, *sweep, root=root, **ENV)
+        assert swept.returncode == 0 and "job 1" in swept.stdout.replace('"job": 1', "job 1")
+        outputs += [swept.stdout, swept.stderr]
+    why = cli(tmp_path, "why", "-cd", str(conf), *sweep, root=root, **ENV)
+    assert why.returncode == 0, why.stderr
+    outputs += [why.stdout, why.stderr]
 
     git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
@@ -189,6 +197,13 @@ def test_no_secret_shape_reaches_any_file_log_or_output(tmp_path: Path) -> None:
         assert diff.returncode == 0, diff.stderr
         outputs += [diff.stdout, diff.stderr]
     assert "changed (secret)" in outputs[-6]  # the markdown comment says it, without values
+    override_set = "data.password=CANARY82 +data.ghp_CANARY83abcdefghijklmnopq=1"
+    diff = cli(
+        repo, "diff", "-cd", str(conf), "--base", "HEAD~1", "--head", "HEAD", "--format",
+        "markdown", "--override-set", override_set, root=root, **ENV,
+    )  # fmt: skip
+    assert diff.returncode == 0 and "Overrides" in diff.stdout, diff.stderr
+    outputs += [diff.stdout, diff.stderr]
 
     leaks = {str(p): canaries(p.read_text(errors="replace")) for p in written_by_us(tmp_path)}
     leaks = {path: found for path, found in leaks.items() if found}

@@ -84,8 +84,15 @@ def _jobs(args: argparse.Namespace) -> list[list[str]]:
     return expand_sweep(list(args.overrides)) if args.overrides else [[]]
 
 
+def _shown(overrides: list[str]) -> list[str]:
+    """A job's overrides as they may be printed (secrets redacted, as in the manifest)."""
+    from hydra_cache.key import shown_overrides
+
+    return shown_overrides(overrides)
+
+
 def _job_label(overrides: list[str]) -> str:
-    return " ".join(overrides) or "(no overrides)"
+    return " ".join(_shown(overrides)) or "(no overrides)"
 
 
 # ----------------------------------------------------------------------------- keys, why
@@ -121,7 +128,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
                 ],
             }
             if len(jobs) > 1:
-                row = {"job": number, "overrides": overrides, **row}
+                row = {"job": number, "overrides": _shown(overrides), **row}
             rows.append(row)
     header = ["config key", "namespace", "key", "status", "upstreams", "path"]
     cells = [
@@ -166,7 +173,7 @@ def cmd_why(args: argparse.Namespace) -> int:
             explanation = explain(item.path, registry.lookup(item.path))
             row = {"config_key": item.config_key, "path": item.path, **explanation.as_dict()}
             if len(jobs) > 1:
-                row = {"job": number, "overrides": overrides, **row}
+                row = {"job": number, "overrides": _shown(overrides), **row}
             rows.append(row)
             if explanation.is_miss or explanation.details:
                 where = f"[job {number}: {_job_label(overrides)}] " if len(jobs) > 1 else ""

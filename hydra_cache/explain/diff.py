@@ -21,7 +21,7 @@ from typing import Any
 
 from hydra_cache import registry
 from hydra_cache.errors import ConfigError
-from hydra_cache.key import is_redacted
+from hydra_cache.key import is_redacted, shown_overrides
 from hydra_cache.key.leafdiff import (
     LeafChange,
     leaf_diff,
@@ -163,7 +163,7 @@ def compare(base: Side | None, head: Side, overrides: Sequence[str] = ()) -> Rep
     unrelated = tuple(
         c for c in everything if c.key not in affecting and not c.key.startswith("hydra_cache.root")
     )
-    return Report(tuple(overrides), tuple(results), unrelated)
+    return Report(tuple(shown_overrides(overrides)), tuple(results), unrelated)
 
 
 # ----------------------------------------------------------------------------- composing

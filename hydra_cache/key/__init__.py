@@ -28,6 +28,7 @@ from hydra_cache.key.rules import (
     is_secret_name,
     redact,
     scrub,
+    shown_overrides,
 )
 from hydra_cache.key.walk import (
     ALWAYS_EXCLUDED,
@@ -75,6 +76,7 @@ __all__ = [
     "is_secret_name",
     "redact",
     "scrub",
+    "shown_overrides",
     "leaf_diff",
     "payload_leaves",
     "read_node",

@@ -13,6 +13,7 @@ import functools
 import hashlib
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -199,6 +200,22 @@ def scrub(text: str) -> str:
     if not holds_credentials(text):
         return text
     return _SECRET_VALUE.sub(lambda found: redact(found.group()), text)
+
+
+def shown_overrides(overrides: Iterable[str]) -> list[str]:
+    """Overrides as they may be written down or printed (a manifest, a sweep's job labels, a
+    pull-request comment): a secret one, by its key's name or its value, keeps its key and
+    loses its value; a key that holds credentials itself loses both."""
+    shown = []
+    for override in overrides:
+        key, equals, value = str(override).partition("=")
+        if holds_credentials(key):
+            shown.append(f"{scrub(key)}={redact(value)}" if equals else scrub(key))
+            continue
+        name = key.lstrip("+~").rsplit(".", 1)[-1]
+        secret = is_secret_name(name) or holds_credentials(value) or "oc.env" in value
+        shown.append(f"{key}={redact(value)}" if equals and secret else str(override))
+    return shown
 
 
 @functools.lru_cache(maxsize=8192)
