@@ -23,7 +23,7 @@ from typing import Any
 from omegaconf import Container, Node
 
 from hydra_cache._omegaconf import full_key, patched_reads, root_of, value
-from hydra_cache.key import ExcludeRules
+from hydra_cache.key import ExcludeRules, scrub
 
 _lock = threading.Lock()
 _active: list[Recorder] = []
@@ -57,9 +57,12 @@ class Recorder:
         self.reads[full_key(container, key)] = None
 
     def uncovered(self) -> list[str]:
-        """Reads outside the key: outside every hashed node, or excluded inside one."""
+        """Reads outside the key: outside every hashed node, or excluded inside one (spelled
+        as they may be written down: a name that holds credentials by its fingerprint)."""
         return [
-            key for key in self.reads if not _is_covered(key, self.covered) or self._excluded(key)
+            scrub(key)
+            for key in self.reads
+            if not _is_covered(key, self.covered) or self._excluded(key)
         ]
 
     def _excluded(self, key: str) -> bool:

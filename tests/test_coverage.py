@@ -391,3 +391,25 @@ def test_a_list_item_hashed_as_a_dot_1_covers_a_read_of_a_bracket_1() -> None:
     assert _is_covered("train.layers[1]", ("train.layers.1",))
     assert _is_covered("train.layers[1].width", ("train.layers[1]",))
     assert not _is_covered("train.layers[10]", ("train.layers.1",))
+
+
+def test_the_audit_names_a_key_whose_name_holds_credentials_by_its_fingerprint(
+    tmp_path: Path, cache_root: Path
+) -> None:
+    """Found by a stranger's attack: the audit recorded OmegaConf's full key as it is, so a
+    build reading `train.ghp_...` wrote the token into the log, metadata and manifest."""
+    token = "ghp_CANARY84abcdefghijklmnopqrstuv"
+    conf = write_config(
+        tmp_path / "conf",
+        {"config.yaml": CONF["config.yaml"].replace("epochs: 2}", f"epochs: 2, {token}: 1}}")},
+    )
+    done = audited(conf, tmp_path, cache_root, READ_SEED="1", READ_KEY=token)
+    assert done.returncode == 0, done.stderr
+    (meta,) = [json.loads(p.read_text()) for p in cache_root.rglob(".hydra-cache.json")]
+    uncovered = meta["audit"]["uncovered"]
+    assert "train.seed" in uncovered and any(k.startswith("train.<redacted:") for k in uncovered)
+    written = [
+        p.read_text() for p in [*cache_root.rglob("*"), *tmp_path.rglob("*.log")] if p.is_file()
+    ]
+    written.append((tmp_path / "run" / ".hydra" / "cache.yaml").read_text())
+    assert not any(token in text for text in [*written, done.stdout, done.stderr])

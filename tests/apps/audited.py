@@ -2,6 +2,7 @@
 
 $READ_SEED=1: the build reads train.seed (not hashed). $READ_AFTER=1: the task reads
 train.seed after the build (outside it). $TO_CONTAINER=1: the build reads all of ``train``.
+$READ_KEY: the build also reads that key of ``train``.
 $BUILD_SECONDS: the build lasts that long (so a second job waits for it).
 """
 
@@ -26,6 +27,8 @@ def main(cfg: DictConfig) -> None:
         seed = cfg.train.seed if os.environ.get("READ_SEED") else 0
         if os.environ.get("TO_CONTAINER"):
             OmegaConf.to_container(cfg.train)
+        if os.environ.get("READ_KEY"):  # a key of train named in the environment
+            cfg.train[os.environ["READ_KEY"]]
         time.sleep(float(os.environ.get("BUILD_SECONDS", "0")))
         (staging / "arrays.txt").write_text(f"{cfg.data.resize} {cfg.data.normalize} {seed}")
 
