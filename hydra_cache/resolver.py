@@ -384,7 +384,7 @@ def _run_dir() -> str | None:
 def _resolve(
     args: tuple[Any, ...], parent: Container, root: Container, config_key: str
 ) -> ResolvedCacheDir:
-    settings_value, settings_snapshot = read_node(root, "hydra_cache")
+    settings_value, settings_snapshot, secret_settings = read_node(root, "hydra_cache")
     settings = parse_settings(settings_value)
     environment = _environment()
     holder = _omegaconf.full_key(parent)
@@ -396,6 +396,7 @@ def _resolve(
     context = Context(
         exclude=rules,
         salt=settings.salt,
+        secret_salt=any(key.startswith("hydra_cache.salt") for key in secret_settings),
         known=registry.KNOWN,
         relative_to=settings.relative_to,
         machine=_machine_paths(environment[2], here),

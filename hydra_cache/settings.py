@@ -171,8 +171,8 @@ def _keys(name: str, value: Any, example: str) -> tuple[str, ...]:
 def _salt(value: Any) -> str | int | None:
     if value is None or (isinstance(value, (str, int)) and not isinstance(value, bool)):
         return value
-    raise ConfigError(
-        f"hydra_cache.salt must be a string or an integer, not {value!r}; "
+    raise ConfigError(  # (a salt may be a secret: its type is named, not its value)
+        f"hydra_cache.salt must be a string or an integer, not a {type(value).__name__}; "
         "fix: write e.g. hydra_cache.salt=v2"
     )
 

@@ -73,7 +73,7 @@ CASES = [
         "salt not scalar",
         BASE + "hydra_cache: {salt: [1]}\n",
         [],
-        r"hydra_cache\.salt must be a string or an integer, not \[1\]; fix: ",
+        r"hydra_cache\.salt must be a string or an integer, not a list; fix: ",
     ),
     (
         "numeric resolver arg",

@@ -497,3 +497,24 @@ def test_a_node_whose_name_holds_credentials_cannot_name_an_entry(
     assert done.returncode != 0, done.stdout
     assert "whose name holds credentials" in done.stderr and "<redacted:" in done.stderr
     assert done.stderr.count("\n") == 1 and not canaries(done.stdout + done.stderr), done.stderr
+
+
+def test_a_salt_read_from_the_environment_or_holding_credentials_is_never_written(
+    tmp_path: Path,
+) -> None:
+    """Found by a stranger's attack: the payload's salt was written as it is."""
+    hashed = "data: {n: 1, cache_dir: '${cache_dir:}'}\n"
+    for name, salt in (("env", "${oc.env:HC_T}"), ("url", "https://u:CANARY85pw@h.example/")):
+        work = tmp_path / name
+        conf = write_config(
+            work / "conf", {"config.yaml": f"hydra_cache: {{salt: '{salt}'}}\n{hashed}"}
+        )
+        done = run_probe(
+            conf, work, "hydra/callbacks=cache_manifest", "hydra.run.dir=run",
+            root=work / "root", env=clean_env(PROBE_BUILD="1", **ENV),
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        meta = json.loads(next((work / "root").rglob(".hydra-cache.json")).read_text())
+        assert str(meta["payload"]["salt"]).startswith("<redacted:"), meta["payload"]
+        texts = [p.read_text() for p in written_by_us(work)]
+        assert not canaries("\n".join([*texts, done.stdout, done.stderr]))

@@ -82,6 +82,8 @@ from hydra_cache.key.rules import (
     shown_name,
 )
 
+#: How a secret salt is listed among a key's redacted paths: the config key it is read from.
+SALT_PATH = "hydra_cache.salt"
 #: Nodes that never join a key (the ``hydra_cache`` node joins through its ``salt`` only).
 ALWAYS_EXCLUDED = frozenset({"hydra", "hydra_cache"})
 #: How ``hydra.utils.instantiate`` calls a target, not what it builds: ``instantiate(node,
@@ -373,6 +375,8 @@ class DerivedKey:
         if not self.redacted_paths:
             return self.payload
         redacted = dict(self.payload)
+        if SALT_PATH in self.redacted_paths:
+            redacted["salt"] = redact(self.payload.get("salt"))
         redacted["nodes"] = {
             name: _redact(item, name if name != "." else "", self.redacted_paths)
             for name, item in self.payload["nodes"].items()
@@ -403,6 +407,8 @@ class Context:
 
     exclude: ExcludeRules = field(default_factory=lambda: ExcludeRules(()))
     salt: Any = None
+    #: The salt is a secret (read from the environment, or holding credentials).
+    secret_salt: bool = False
     known: KnownEntries | None = field(default_factory=lambda: KNOWN)
     relative_to: tuple[str, ...] = ()
     machine: tuple[tuple[str, str], ...] = ()
@@ -462,7 +468,8 @@ def derive(
         key=digest[:KEY_LENGTH],
         digest=digest,
         payload=payload,
-        redacted_paths=frozenset(walker.redacted),
+        redacted_paths=frozenset(walker.redacted)
+        | ({SALT_PATH} if context.secret_salt else frozenset()),
         volatile=tuple(walker.volatile),
         derived_from_cache_dir=tuple(walker.derived),
         snapshot=walker.snapshot,
@@ -519,20 +526,21 @@ def with_extra(derived: DerivedKey, extra: dict[str, Any]) -> DerivedKey:
     return dataclasses.replace(derived, payload=payload, digest=digest, key=digest[:KEY_LENGTH])
 
 
-def read_node(root: Container, name: str) -> tuple[Any, Snapshot]:
-    """The resolved plain value of a top-level node (``None`` when absent), with its snapshot.
+def read_node(root: Container, name: str) -> tuple[Any, Snapshot, frozenset[str]]:
+    """The resolved plain value of a top-level node (``None`` when absent), with its snapshot
+    and the dotted keys of its secret values.
 
     Used for the ``hydra_cache`` settings node, so that a memoized path also notices a
-    changed setting.
+    changed setting, and a salt read from the environment is never written down.
     """
     walker = _Walker(Context(), own=NO_ENTRY, reserved=frozenset())
     children = content(root)
     walker.snapshot.add_container(root, children)
     if name not in children:
-        return None, walker.snapshot
+        return None, walker.snapshot, frozenset()
     with deriving(NO_ENTRY):
         found = walker.walk(walker.locate(root, name), name)
-    return (None if found is _SKIP else found), walker.snapshot
+    return (None if found is _SKIP else found), walker.snapshot, frozenset(walker.redacted)
 
 
 def config_values(root: Container) -> dict[str, Any]:
