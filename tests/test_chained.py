@@ -187,6 +187,14 @@ def test_a_cycle_of_cache_dirs_is_a_one_line_error(
     with pytest.raises(Exception, match="cycle") as caught:
         _ = cfg.a.cache_dir
     assert "fix:" in str(caught.value).splitlines()[0]
+    # Behind a chain, only the cycle is listed, not the eighty stages that led to it.
+    stages: dict[str, Any] = {"t0": {"src": "${a.cache_dir}", "cache_dir": "${cache_dir:}"}}
+    for i in range(1, 80):
+        stages[f"t{i}"] = {"src": f"${{t{i - 1}.cache_dir}}", "cache_dir": "${cache_dir:}"}
+    chained = OmegaConf.merge(cfg, stages)
+    with pytest.raises(Exception, match="cycle") as caught:
+        _ = chained.t79.cache_dir
+    assert "(a -> b -> a)" in str(caught.value) and "t40" not in str(caught.value)
 
 
 def test_keys_why_manifest_and_metadata_name_the_upstreams(

@@ -125,8 +125,9 @@ def enter_entry(identity: Identity, config_key: str) -> None:
         return
     if NO_ENTRY in stack or stack[-1] == identity:
         raise SelfReferenceError("a cache dir never joins its own key")
-    if identity in stack:
-        chain = " -> ".join(", ".join(item) or "." for item in (*stack, identity))
+    if identity in stack:  # (only the cycle: the stages that led to it are not part of it)
+        cycle = (*stack[stack.index(identity) :], identity)
+        chain = " -> ".join(", ".join(item) or "." for item in cycle)
         raise CycleError(
             f"{config_key}: cache dirs derive from each other in a cycle ({chain}); fix: "
             "make one stage read the other's output, not both"
