@@ -43,7 +43,6 @@ from hydra_cache.key import (
     enter_entry,
     holds_credentials,
     read_node,
-    redact,
     scrub,
     with_extra,
 )
@@ -189,21 +188,21 @@ def register() -> None:
 def cache_dir(*args: Any, _parent_: Container, _node_: Node, _root_: Container) -> str:
     """Resolve ``${cache_dir:...}`` held by ``_node_`` (whose container is ``_parent_``)."""
     if not all(isinstance(arg, str) for arg in args):
-        config_key = _omegaconf.full_key(_node_) or RESOLVER_NAME
+        where = scrub(_omegaconf.full_key(_node_) or RESOLVER_NAME)
         bad = next(arg for arg in args if not isinstance(arg, str))
         raise CacheDirError(
-            f"{config_key}: ${{cache_dir:...}} takes dotted config keys, got {bad!r}; "
+            f"{where}: ${{cache_dir:...}} takes dotted config keys, got {bad!r}; "
             "fix: write e.g. ${cache_dir:data} or ${cache_dir:data.preprocessing,.source}"
         )
     memo = _memo_of(_root_)
     memo_key = (id(_parent_), args)
     known = memo.get(memo_key)
+    config_key: str | None = None  # (worked out only off the hit path)
     if is_deriving():  # another entry's key is being derived: own, upstream or a cycle?
         if known is not None:
             enter_entry(known.identity, known.config_key)
         else:
-            config_key = _omegaconf.full_key(_node_) or RESOLVER_NAME
-            _refuse_credential_names(config_key, args)
+            config_key = _config_key(_node_, args)
             try:
                 identity = _hashed_nodes(args, _omegaconf.full_key(_parent_))
             except ConfigError as error:
@@ -212,8 +211,8 @@ def cache_dir(*args: Any, _parent_: Container, _node_: Node, _root_: Container) 
     if known is not None and known.is_current():
         registry.remember_config(known.path, _root_)
         return str(known.path)
-    config_key = _omegaconf.full_key(_node_) or RESOLVER_NAME
-    _refuse_credential_names(config_key, args)
+    if config_key is None:
+        config_key = _config_key(_node_, args)
     try:
         resolved = _resolve(args, _parent_, _root_, config_key)
     except ConfigError as error:
@@ -227,10 +226,11 @@ def cache_dir(*args: Any, _parent_: Container, _node_: Node, _root_: Container) 
     return resolved.path
 
 
-def _refuse_credential_names(config_key: str, args: tuple[Any, ...]) -> None:
-    """A cache dir held by, or hashing, a node whose name holds credentials is refused: the
-    name would become the entry's namespace and folder, and be written in clear wherever the
-    entry is named. The error names it by its fingerprint."""
+def _config_key(node: Node, args: tuple[Any, ...]) -> str:
+    """The config key of a ``${cache_dir:}``, refused when it, or a node it hashes by name,
+    is named by credentials: the name would become the entry's namespace and folder, and be
+    written in clear wherever the entry is named. The error names it by its fingerprint."""
+    config_key = _omegaconf.full_key(node) or RESOLVER_NAME
     for name in (config_key, *args):
         if holds_credentials(name):
             raise CacheDirError(
@@ -238,6 +238,7 @@ def _refuse_credential_names(config_key: str, args: tuple[Any, ...]) -> None:
                 "credentials, which would become the entry's folder name and be written in "
                 "clear; fix: rename that node"
             )
+    return config_key
 
 
 def _failed_entry(message: str) -> str:
@@ -537,7 +538,7 @@ def _check_exclude(root: Container, rules: ExcludeRules) -> None:
         hint = f"did you mean {close}?" if close else "name a key of the composed config"
         shown = repr(pattern)
         if holds_credentials(pattern):  # a key named by its credentials: not in the output
-            shown = redact(pattern)
+            shown = scrub(pattern)
             hint = "a key whose name holds credentials is matched by a wildcard (a.*)"
         raise ConfigError(
             f"hydra_cache.exclude: {shown} matches no key of the config, so nothing is "
@@ -567,7 +568,7 @@ def _inputs_outside(
     for key in settings.inputs:
         if holds_credentials(key):  # (it would be written as the input's name)
             raise ConfigError(
-                f"hydra_cache.inputs: {redact(key)} names a key whose name holds credentials, "
+                f"hydra_cache.inputs: {scrub(key)} names a key whose name holds credentials, "
                 "which would be written in clear as the input's name; fix: rename that node"
             )
         try:

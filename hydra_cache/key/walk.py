@@ -751,7 +751,7 @@ _PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
 @functools.lru_cache(maxsize=4096)
-def _plain_keys(keys: tuple[Any, ...]) -> bool:
+def _plain_keys(keys: tuple[Any, ...] | frozenset[Any]) -> bool:
     """Whether a container's keys are all plain strings, with no credential-like name and no
     instantiate control (remembered: real configs repeat their shapes)."""
     return all(
@@ -1027,7 +1027,7 @@ class _Walker:
         leaves = plain_leaf_values(nodes)
         if leaves is None or not self._clean(leaves):
             return None
-        if not _plain_keys(tuple(frozenset(chain.from_iterable(contents)))):
+        if not _plain_keys(frozenset(chain.from_iterable(contents))):
             return None
         self.snapshot.add_plain_groups(groups, contents, nodes, leaves)
         remaining = iter(leaves)  # (zip takes from a group first: each gets its own leaves)
@@ -1173,11 +1173,8 @@ class _Walker:
             return [
                 self._containers_in(v, child_path(path, i), hidden) for i, v in enumerate(found)
             ]
-        if isinstance(found, str):
-            if self.prefixes:
-                return self._string(found, path, hidden)
-            if hidden or holds_credentials(found):  # (what _string would have noticed)
-                self.redacted.append(path)
+        if isinstance(found, str):  # (with no prefixes, _string only looks for credentials)
+            return self._string(found, path, hidden)
         return found
 
     def _note_hidden_name(self, name: str, path: str) -> None:
